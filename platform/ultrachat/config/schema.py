@@ -1,0 +1,189 @@
+"""The typed schema of every job's config: one pydantic model per job, the single source of truth.
+
+Each job config is the shared job settings (``output_dir``, ``ray``, logging) plus its stage
+section; the pipeline config nests the stage sections under their stage names. Generation,
+training and serving fill in their stages in their own issues; what is here is validated today.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from ultrachat.models.source import check_model_ref
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_env_var_name(value: str) -> str:
+    # A config names the variable that holds a secret; the secret itself never enters a file or log.
+    if not _ENV_VAR.match(value):
+        raise ValueError(
+            f"expected the NAME of an environment variable (letters, digits, _), got a value that "
+            f"looks like a secret or a typo. Secrets never go in config files: export the key as "
+            f"e.g. OPENAI_API_KEY and write that name here"
+        )
+    return value
+
+
+EnvVarName = Annotated[str, AfterValidator(_check_env_var_name)]
+ModelRef = Annotated[str, AfterValidator(check_model_ref)]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class RaySettings(Section):
+    """How the job reaches Ray. The cluster address comes from RAY_ADDRESS (set by `ray job submit`)."""
+
+    namespace: str = "ultrachat"
+    # Only used when no RAY_ADDRESS is set and the job starts a local Ray on 127.0.0.1.
+    local_num_cpus: int | None = Field(default=None, ge=1)
+    local_object_store_memory_gb: float | None = Field(default=None, gt=0)
+    local_dashboard: bool = False
+
+
+class JobSettings(Section):
+    """Keys every job shares, at the top level of its config."""
+
+    output_dir: str = Field(min_length=1, description="local path or pyarrow/fsspec URI (s3://, gs://)")
+    run_name: str | None = Field(default=None, description="shown in the Ray dashboard and log lines")
+    log_level: LogLevel = "INFO"
+    ray: RaySettings = RaySettings()
+
+
+# ---------------------------------------------------------------- generation (filled in by issue 3)
+
+
+class Sampling(Section):
+    temperature: float = Field(default=0.7, ge=0)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    max_tokens: int = Field(default=512, ge=1)
+    seed: int | None = None
+
+
+class VllmBackend(Section):
+    backend: Literal["vllm"]
+    model: ModelRef
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_model_len: int = Field(default=2048, ge=16)
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    engine_kwargs: dict[str, Any] = {}
+
+
+class OpenAIBackend(Section):
+    backend: Literal["openai"]
+    base_url: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    api_key_env: EnvVarName = "OPENAI_API_KEY"
+    max_concurrency: int = Field(default=16, ge=1)
+    timeout_s: float = Field(default=120, gt=0)
+
+
+ChatBackend = Annotated[Union[VllmBackend, OpenAIBackend], Field(discriminator="backend")]
+
+
+class Role(Section):
+    chat: ChatBackend
+    sampling: Sampling = Sampling()
+    system_prompt: str | None = None
+
+
+class OpeningsInput(Section):
+    path: str = Field(min_length=1, description="JSONL or Parquet, local path or URI")
+    format: Literal["auto", "jsonl", "parquet"] = "auto"
+
+
+class GenerateStage(Section):
+    openings: OpeningsInput
+    user: Role
+    assistant: Role
+
+
+# ------------------------------------------------------------------ training (filled in by issue 5)
+
+
+class TrainData(Section):
+    paths: list[str] = Field(min_length=1)
+    format: Literal["auto", "ultrachat", "sharegpt"] = "auto"
+
+
+class TrainStage(Section):
+    model: ModelRef
+    data: TrainData
+    max_seq_len: int = Field(default=2048, ge=16)
+    num_workers: int = Field(default=2, ge=1)
+    use_gpu: bool = False
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    global_batch_size: int = Field(default=512, ge=1)
+    learning_rate: float = Field(default=1e-5, gt=0)
+    epochs: int = Field(default=3, ge=1)
+
+
+# ------------------------------------------------------------------- serving (filled in by issue 6)
+
+
+class ServedModel(Section):
+    name: str = Field(min_length=1, description="the `model` clients send")
+    source: ModelRef
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_model_len: int = Field(default=2048, ge=16)
+
+
+class ServeStage(Section):
+    models: list[ServedModel] = Field(min_length=1)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    api_keys_env: EnvVarName | None = None
+
+
+# ---------------------------------------------------------------------------------- job configs
+
+
+class GenerateConfig(JobSettings, GenerateStage):
+    pass
+
+
+class TrainConfig(JobSettings, TrainStage):
+    pass
+
+
+class ServeConfig(JobSettings, ServeStage):
+    pass
+
+
+class PipelineServe(Section):
+    """Serving inside the pipeline: the model is the train stage's export, so no source is given."""
+
+    name: str = Field(default="ultrallama", min_length=1)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_model_len: int = Field(default=2048, ge=16)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+
+class PipelineConfig(JobSettings):
+    generate: GenerateStage
+    train: TrainStage
+    serve: PipelineServe = PipelineServe()
+
+
+JOB_SCHEMAS: dict[str, type[JobSettings]] = {
+    "generate": GenerateConfig,
+    "train": TrainConfig,
+    "serve": ServeConfig,
+    "pipeline": PipelineConfig,
+}
+
+
+def schema_for_file(path: Path) -> type[JobSettings] | None:
+    """The schema a file under configs/<job>/ follows, from its folder name."""
+    return JOB_SCHEMAS.get(path.parent.name)

@@ -1,0 +1,20 @@
+"""Error types shared by every job: each message names what is wrong and how to fix it."""
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid. Carries every problem found, not just the first."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        count = f"{len(problems)} problem" + ("s" if len(problems) != 1 else "")
+        body = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {count}:\n{body}")
+
+
+class ModelSourceError(ValueError):
+    """A model reference that cannot be loaded (missing dir, not a Hugging Face model, offline hub id)."""
+
+
+class NotImplementedJobError(RuntimeError):
+    """A job whose implementation has not landed yet: says so instead of pretending to work."""

@@ -1,0 +1,1 @@
+"""Model references, tiny local models and the chat format."""

@@ -1,0 +1,94 @@
+"""Connect a job to Ray exactly once.
+
+- ``RAY_ADDRESS`` set (``ray job submit``, a KubeRay head, a test's head): connect to that cluster.
+  When our package was imported from a source tree (the job's working_dir) rather than an installed
+  copy, it is shipped to the workers with ``py_modules`` so every process runs the same code.
+- Otherwise: start a private local Ray bound to 127.0.0.1 with usage stats off.
+Job metadata and the namespace make runs recognisable in the Ray dashboard.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import ultrachat
+from ultrachat.config.schema import RaySettings
+from ultrachat.local_env import apply_local_env_defaults
+
+logger = logging.getLogger(__name__)
+
+LOCALHOST = "127.0.0.1"
+
+
+def init_ray(settings: RaySettings, job: str, run_name: str | None = None) -> dict:
+    """Initialise Ray for ``job`` unless already initialised; return a short description."""
+    address = os.environ.get("RAY_ADDRESS")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not address:
+        apply_local_env_defaults()  # before `import ray`, which reads some of them
+    import ray
+
+    if ray.is_initialized():
+        logger.info("Ray already initialised in this process; reusing it")
+        return _describe(ray)
+    metadata = {"ultrachat_job": job, "ultrachat_run": run_name or job}
+    job_config = ray.job_config.JobConfig(metadata=metadata)
+    if address:
+        runtime_env = _ship_package_env()
+        logger.info("connecting to the Ray cluster at %s (namespace %s)", address, settings.namespace)
+        ray.init(address=address, namespace=settings.namespace, job_config=job_config,
+                 runtime_env=runtime_env, log_to_driver=True)
+    else:
+        memory = settings.local_object_store_memory_gb
+        logger.info("starting a local Ray on %s (set RAY_ADDRESS to use a cluster)", LOCALHOST)
+        ray.init(
+            _node_ip_address=LOCALHOST,
+            num_cpus=settings.local_num_cpus,
+            object_store_memory=int(memory * 2**30) if memory else None,
+            include_dashboard=settings.local_dashboard,
+            dashboard_host=LOCALHOST,
+            namespace=settings.namespace,
+            job_config=job_config,
+        )
+    info = _describe(ray)
+    logger.info("Ray ready: %s", info)
+    return info
+
+
+def _describe(ray) -> dict:
+    resources = ray.cluster_resources()
+    return {
+        "address": ray.get_runtime_context().gcs_address,
+        "namespace": ray.get_runtime_context().namespace,
+        "cpus": resources.get("CPU", 0),
+        "gpus": resources.get("GPU", 0),
+    }
+
+
+def _ship_package_env() -> dict | None:
+    """``py_modules`` for our package when it runs from a source tree, not an installed copy."""
+    package_dir = Path(ultrachat.__file__).resolve().parent
+    installed = any(part in ("site-packages", "dist-packages") for part in package_dir.parts)
+    if installed or _job_runtime_env_has("py_modules"):
+        return None
+    logger.info("shipping %s to the workers (py_modules), so they run this working dir's code", package_dir)
+    return {"py_modules": [str(package_dir)]}
+
+
+def _job_runtime_env_has(key: str) -> bool:
+    # A submitted job's own runtime_env arrives in RAY_JOB_CONFIG_JSON_ENV_VAR; Ray refuses to merge
+    # a driver runtime_env that sets the same field, so defer to what the user submitted.
+    import json
+
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return False
+    return key in (json.loads(raw).get("runtime_env") or {})
+
+
+def shutdown_ray() -> None:
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        sys.modules["ray"].shutdown()

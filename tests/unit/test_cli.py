@@ -1,0 +1,66 @@
+"""The job contract, through the real entry points: exit codes and the JSON summary as the last line."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(*args, cwd=REPO):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def last_json(stdout):
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def test_help_lists_every_command():
+    result = run("-m", "ultrachat", "--help")
+    assert result.returncode == 0
+    for command in ("generate", "train", "serve", "pipeline", "check-config", "tiny-model", "doctor"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("job", ["generate", "train", "serve", "pipeline"])
+def test_unimplemented_jobs_say_so_after_validating(job):
+    result = run(f"jobs/{job}.py", "--config", f"configs/{job}/local.yaml", "output_dir=outputs/never")
+    summary = last_json(result.stdout)
+    assert result.returncode == 3
+    assert summary["job"] == job and summary["status"] == "not_implemented"
+    assert "not implemented yet" in summary["error"] and "issue #" in summary["error"]
+    assert not (REPO / "outputs" / "never").exists()
+
+
+def test_invalid_config_exits_2_with_every_problem_on_stderr_and_in_the_summary(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("output_dir: o\nmodel: tiny:small\ndata: {paths: [x]}\nnum_workrs: 2\nzero_stage: 4\n")
+    result = run("jobs/train.py", "--config", str(bad), "epochs=-1")
+    summary = last_json(result.stdout)
+    assert result.returncode == 2 and summary["status"] == "invalid_config"
+    for expected in ("line 4: unknown key 'num_workrs': did you mean 'num_workers'?",
+                     "line 5: key 'zero_stage'", "override 'epochs=-1'"):
+        assert expected in summary["error"] and expected in result.stderr
+
+
+def test_missing_config_file_exits_2():
+    result = run("jobs/generate.py", "--config", "configs/generate/nope.yaml")
+    assert result.returncode == 2 and "does not exist" in last_json(result.stdout)["error"]
+
+
+def test_check_config_prints_the_resolved_config():
+    result = run("-m", "ultrachat", "check-config", "--config", "configs/serve/local.yaml", "port=8123")
+    assert result.returncode == 0, result.stderr
+    assert "port: 8123" in result.stdout and "namespace: ultrachat" in result.stdout
+
+
+def test_tiny_model_refuses_a_non_empty_foreign_directory(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    result = run("-m", "ultrachat", "tiny-model", "--out", str(tmp_path))
+    assert result.returncode == 1 and "not empty" in last_json(result.stdout)["error"]
+    assert (tmp_path / "notes.txt").read_text() == "mine"
