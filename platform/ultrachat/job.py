@@ -23,9 +23,10 @@ logger = logging.getLogger(__name__)
 RESOLVED_CONFIG_NAME = "resolved_config.yaml"
 
 # job -> "module:function" taking (config) and returning its counts; or the issue it lands with.
-_RUNNERS: dict[str, str] = {}
+_RUNNERS: dict[str, str] = {
+    "generate": "ultrachat.generation.run:run_generate",
+}
 _PENDING: dict[str, str] = {
-    "generate": "dialogue generation on Ray Data (issue #3)",
     "train": "fine-tuning on Ray Train + DeepSpeed (issue #5)",
     "serve": "serving on Ray Serve + vLLM (issue #6)",
     "pipeline": "the end-to-end pipeline (issue #7)",

@@ -7,38 +7,13 @@ training and serving fill in their stages in their own issues; what is here is v
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from ultrachat.models.source import check_model_ref
-
-
-class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, never silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", validate_default=True)
-
-
-_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _check_env_var_name(value: str) -> str:
-    # A config names the variable that holds a secret; the secret itself never enters a file or log.
-    if not _ENV_VAR.match(value):
-        raise ValueError(
-            f"expected the NAME of an environment variable (letters, digits, _), got a value that "
-            f"looks like a secret or a typo. Secrets never go in config files: export the key as "
-            f"e.g. OPENAI_API_KEY and write that name here"
-        )
-    return value
-
-
-EnvVarName = Annotated[str, AfterValidator(_check_env_var_name)]
-ModelRef = Annotated[str, AfterValidator(check_model_ref)]
-LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+from ultrachat.config.base import EnvVarName, LogLevel, ModelRef, Section
+from ultrachat.config.generation import GenerateStage
 
 
 class RaySettings(Section):
@@ -58,54 +33,6 @@ class JobSettings(Section):
     run_name: str | None = Field(default=None, description="shown in the Ray dashboard and log lines")
     log_level: LogLevel = "INFO"
     ray: RaySettings = RaySettings()
-
-
-# ---------------------------------------------------------------- generation (filled in by issue 3)
-
-
-class Sampling(Section):
-    temperature: float = Field(default=0.7, ge=0)
-    top_p: float = Field(default=0.95, gt=0, le=1)
-    max_tokens: int = Field(default=512, ge=1)
-    seed: int | None = None
-
-
-class VllmBackend(Section):
-    backend: Literal["vllm"]
-    model: ModelRef
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    max_model_len: int = Field(default=2048, ge=16)
-    tensor_parallel_size: int = Field(default=1, ge=1)
-    engine_kwargs: dict[str, Any] = {}
-
-
-class OpenAIBackend(Section):
-    backend: Literal["openai"]
-    base_url: str = Field(min_length=1)
-    model: str = Field(min_length=1)
-    api_key_env: EnvVarName = "OPENAI_API_KEY"
-    max_concurrency: int = Field(default=16, ge=1)
-    timeout_s: float = Field(default=120, gt=0)
-
-
-ChatBackend = Annotated[Union[VllmBackend, OpenAIBackend], Field(discriminator="backend")]
-
-
-class Role(Section):
-    chat: ChatBackend
-    sampling: Sampling = Sampling()
-    system_prompt: str | None = None
-
-
-class OpeningsInput(Section):
-    path: str = Field(min_length=1, description="JSONL or Parquet, local path or URI")
-    format: Literal["auto", "jsonl", "parquet"] = "auto"
-
-
-class GenerateStage(Section):
-    openings: OpeningsInput
-    user: Role
-    assistant: Role
 
 
 # ------------------------------------------------------------------ training (filled in by issue 5)

@@ -1,0 +1,155 @@
+"""The generate job: opening lines -> Ray Data actor pool -> dialogue shards, resumable and loss-free.
+
+1. Plan on the driver from ids only (never the data set): every opening line gets exactly one id;
+   ids already in the output are done; duplicates run once (from their first line).
+2. Stream: read openings -> ``map_batches(DialogueWorker, ActorPoolStrategy)`` -> DialogueSink.
+   A killed actor is restarted by Ray Data and its batches are redone; a killed driver is re-run with
+   the same command and only the missing ids run.
+3. Summarize from the ``status``/``usage`` columns; export JSONL beside the Parquet shards.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections import Counter
+
+import ray
+
+from ultrachat import storage
+from ultrachat.config.schema import GenerateConfig
+from ultrachat.generation.openings import read_openings
+from ultrachat.generation.progress import ProgressReporter, ProgressTracker
+from ultrachat.generation.sink import DialogueSink, read_column
+from ultrachat.generation.worker import DialogueWorker
+from ultrachat.models.source import resolve_model
+
+logger = logging.getLogger(__name__)
+
+DIALOGUES_DIR = "dialogues"
+JSONL_DIR = "dialogues_jsonl"
+
+
+def run_generate(config: GenerateConfig) -> dict:
+    out_dir = storage.join(config.output_dir, DIALOGUES_DIR)
+    secrets = _api_keys(config)
+    resolved = {role: resolve_model(getattr(config, role).chat.model, key=f"{role}.chat.model")
+                for role in ("user", "assistant") if getattr(config, role).chat.backend == "vllm"}
+    openings = read_openings(config.openings)
+    todo, plan = _plan(openings, out_dir, config.openings.limit)
+    logger.info("plan: %s", plan)
+    if plan["valid_lines"] == 0 and plan["invalid_lines"] == 0:
+        raise ValueError(f"openings.path: {config.openings.path} holds no opening lines. Fix: give "
+                         f"JSONL/Parquet records with a 'text' field")
+    if todo:
+        _execute(config, openings, todo, resolved, secrets, out_dir)
+    counts = _summarize(out_dir)
+    counts.update({k: plan[k] for k in ("invalid_lines", "duplicate_lines", "already_done")})
+    if config.export_jsonl:
+        counts["jsonl"] = _export_jsonl(out_dir, storage.join(config.output_dir, JSONL_DIR))
+    counts["dialogues_dir"] = out_dir
+    return counts
+
+
+def _api_keys(config: GenerateConfig) -> dict[str, str]:
+    """Fail before any work if an API key variable is unset; hand the keys to the actors."""
+    keys = {}
+    for role in ("user", "assistant"):
+        chat = getattr(config, role).chat
+        if chat.backend != "openai":
+            continue
+        value = os.environ.get(chat.api_key_env, "")
+        if not value:
+            raise ValueError(f"{role}.chat.api_key_env names ${chat.api_key_env}, which is not set. Fix: "
+                             f"export {chat.api_key_env}=<your key> where the job's driver runs")
+        keys[chat.api_key_env] = value
+    return keys
+
+
+def _plan(openings, out_dir: str, limit: int | None) -> tuple[dict[str, str], dict]:
+    """id -> the source line to run it from, for every id not yet in the output."""
+    first: dict[str, tuple] = {}
+    lines = Counter()
+    for batch in openings.select_columns(["id", "source", "invalid"]).iter_batches(
+            batch_size=65536, batch_format="pyarrow"):
+        for id_, source, invalid in zip(*(batch.column(c).to_pylist() for c in ("id", "source", "invalid"))):
+            lines["invalid_lines" if invalid else "valid_lines"] += 1
+            if invalid and lines["invalid_lines"] <= 20:
+                logger.warning("skipping opening line %s: %s", source, invalid)
+            key = _source_order(source)
+            if id_ in first:
+                lines["duplicate_lines"] += 1
+                if key >= first[id_]:
+                    continue
+            first[id_] = key
+    chosen = sorted(first.items(), key=lambda item: item[1])
+    if limit is not None:
+        chosen = chosen[:limit]
+    done = set(read_column(out_dir, ["id"]).column("id").to_pylist())
+    todo = {id_: key[2] for id_, key in chosen if id_ not in done}
+    plan = {**{k: lines[k] for k in ("valid_lines", "invalid_lines", "duplicate_lines")},
+            "planned": len(chosen), "already_done": len(chosen) - len(todo), "to_run": len(todo)}
+    return todo, plan
+
+
+def _source_order(source: str) -> tuple:
+    # "file:12" / "file#3" -> (file, 12, source): line order within a file, not string order.
+    for sep in (":", "#"):
+        path, _, number = source.rpartition(sep)
+        if number.isdigit():
+            return (path, int(number), source)
+    return (source, -1, source)
+
+
+def _execute(config: GenerateConfig, openings, todo: dict, resolved: dict, secrets: dict, out_dir: str) -> None:
+    pool = config.actors
+    namespace = ray.get_runtime_context().namespace
+    progress_name = f"ultrachat-progress-{uuid.uuid4().hex[:8]}"
+    tracker = ProgressTracker.options(name=progress_name, namespace=namespace).remote()
+    stage_json = config.model_dump_json(include=set(type(config).model_fields) - {"output_dir", "run_name",
+                                                                                   "log_level", "ray"})
+    # One batch per block: each finished batch becomes its own shard, so a kill loses at most the
+    # batches in flight (an input file would otherwise be one block, written only at its very end).
+    batches = openings.repartition(target_num_rows_per_block=pool.dialogues_per_batch)
+    workers = batches.map_batches(
+        DialogueWorker,
+        # Async actor: several batches run at once on its event loop, sharing one engine.
+        compute=ray.data.ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors,
+                                           max_tasks_in_flight_per_actor=pool.batches_in_flight,
+                                           max_concurrent_calls_per_actor=pool.batches_in_flight),
+        batch_size=pool.dialogues_per_batch,
+        batch_format="pyarrow",
+        num_cpus=pool.num_cpus,
+        num_gpus=pool.num_gpus,
+        fn_constructor_kwargs={"stage_json": stage_json, "resolved_models": resolved, "todo": [ray.put(todo)],
+                               "progress_name": progress_name, "namespace": namespace, "secrets": secrets,
+                               "log_level": config.log_level},
+    )
+    logger.info("running %d dialogues on %d-%d actor(s) -> %s", len(todo), pool.min_actors, pool.max_actors, out_dir)
+    try:
+        with ProgressReporter(tracker, total=len(todo)):
+            workers.write_datasink(DialogueSink(out_dir))
+    finally:
+        ray.kill(tracker)
+
+
+def _summarize(out_dir: str) -> dict:
+    table = read_column(out_dir, ["status", "usage"])
+    statuses = Counter(s.split(":", 1)[0] for s in table.column("status").to_pylist())
+    usage = Counter()
+    for row in table.column("usage").to_pylist():
+        usage.update(row)
+    return {"dialogues": table.num_rows, **{f"status_{k}": v for k, v in sorted(statuses.items())},
+            "tokens_in": usage["user_prompt_tokens"] + usage["assistant_prompt_tokens"],
+            "tokens_out": usage["user_completion_tokens"] + usage["assistant_completion_tokens"]}
+
+
+def _export_jsonl(out_dir: str, jsonl_dir: str) -> str:
+    """All records as JSON lines (HF ``datasets`` / pandas ``read_json(lines=True)`` load it as is)."""
+    if not storage.is_uri(jsonl_dir):
+        import shutil
+
+        shutil.rmtree(jsonl_dir, ignore_errors=True)  # rewritten whole: always matches the shards
+    ray.data.read_parquet(out_dir).write_json(jsonl_dir)
+    return jsonl_dir

@@ -1,0 +1,200 @@
+"""The generate job end to end on a real Ray head: vLLM CPU engine, the OpenAI backend against the fake
+server, malformed input, and killing the driver or an actor midway then resuming."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from ultrachat.devtools.fake_openai import FakeOpenAIServer
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "platform" / "ultrachat" / "data" / "sample_openings.jsonl"
+SAMPLE_IDS = {json.loads(line)["id"] for line in SAMPLE.read_text().splitlines() if line.strip()}
+
+
+def start_job(config: Path, *overrides, env_extra=None):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.Popen([sys.executable, str(REPO / "jobs" / "generate.py"), "--config", str(config), *overrides],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def finish(process, timeout=900):
+    stdout, stderr = process.communicate(timeout=timeout)
+    lines = [line for line in stdout.strip().splitlines() if line.startswith("{")]
+    return process.returncode, (json.loads(lines[-1]) if lines else None), stderr
+
+
+def run_job(config, *overrides, env_extra=None, timeout=900):
+    return finish(start_job(config, *overrides, env_extra=env_extra), timeout)
+
+
+def read_dialogues(out_dir: Path) -> pd.DataFrame:
+    return pd.read_parquet(out_dir / "dialogues")
+
+
+def openai_config(tmp_path, server, openings=SAMPLE, **extra) -> Path:
+    chat = {"backend": "openai", "base_url": server.base_url, "model": "fake-chat", "api_key_env": "UC_FAKE_KEY",
+            "max_retries": 3, "backoff_initial_s": 0.05, "backoff_max_s": 0.2, "timeout_s": 10}
+    config = {
+        "output_dir": str(tmp_path / "out"),
+        "openings": {"path": str(openings)},
+        "user": {"chat": chat, "sampling": {"max_tokens": 30}},
+        "assistant": {"chat": chat, "sampling": {"max_tokens": 60}},
+        "rounds": {"I": {"min": 2, "max": 3}, "II": {"min": 2, "max": 2}, "III": {"min": 2, "max": 2}},
+        "actors": {"min_actors": 1, "max_actors": 1, "num_cpus": 0.5, "dialogues_per_batch": 4},
+        **extra,
+    }
+    path = tmp_path / "generate.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def check_records(frame: pd.DataFrame) -> None:
+    assert frame["id"].is_unique
+    for record in frame.to_dict("records"):
+        status = record["status"]
+        assert status == "kept" or status.split(":")[0] in {"filtered", "failed", "invalid"}, status
+        messages = list(record["messages"])
+        if status == "kept":
+            roles = [m["role"] for m in messages]
+            assert roles[0] == "user" and roles[-1] == "assistant"
+            assert all(a != b for a, b in zip(roles, roles[1:])), roles
+            assert record["num_rounds"] == roles.count("assistant") >= 1
+            assert messages[0]["content"] == record["opening"]["text"]
+        if not status.startswith("invalid"):
+            turns = list(record["turns"])
+            assert turns[0]["model"] == "opening"
+            assert all(t["model"] and t["finish_reason"] for t in turns[1:])
+
+
+@pytest.fixture
+def fake_key(monkeypatch):
+    monkeypatch.setenv("UC_FAKE_KEY", "test-key-123")
+
+
+def test_openai_backend_end_to_end_with_malformed_input(ray_address, tmp_path, fake_key):
+    openings = tmp_path / "openings"
+    openings.mkdir()
+    (openings / "a.jsonl").write_text(SAMPLE.read_text())
+    (openings / "b.jsonl").write_text('{"text": "What is a tide?"}\nnot json\n{"sector": "IV", "text": "x"}\n'
+                                      '{"id": "no-text"}\n\n{"text": "What is a tide?"}\n')
+    with FakeOpenAIServer() as server:
+        code, summary, stderr = run_job(openai_config(tmp_path, server, openings=openings))
+    assert code == 0, stderr[-3000:]
+    counts = summary["counts"]
+    assert summary["status"] == "succeeded"
+    assert counts["invalid_lines"] == 3 and counts["duplicate_lines"] == 1
+    assert f"{openings / 'b.jsonl'}:2" in stderr and "malformed JSON" in stderr
+    frame = read_dialogues(tmp_path / "out")
+    check_records(frame)
+    assert len(frame) == len(SAMPLE_IDS) + 1 + 3  # samples, the tide question once, 3 invalid lines
+    assert SAMPLE_IDS <= set(frame["id"])
+    assert (frame["status"].str.startswith("invalid")).sum() == 3
+    assert counts["status_kept"] >= 1 and frame.loc[frame.status == "kept", "user_model"].eq("fake-chat").all()
+    # The JSONL export and the resolved config sit beside the shards.
+    exported = pd.concat(pd.read_json(p, lines=True) for p in (tmp_path / "out" / "dialogues_jsonl").glob("*.json*"))
+    assert len(exported) == len(frame)
+    assert (tmp_path / "out" / "resolved_config.yaml").is_file()
+
+
+def test_missing_api_key_fails_before_any_work(ray_address, tmp_path, monkeypatch):
+    monkeypatch.delenv("UC_FAKE_KEY", raising=False)
+    with FakeOpenAIServer() as server:
+        code, summary, _ = run_job(openai_config(tmp_path, server))
+        assert server.stats.total == 0
+    assert code == 1 and "UC_FAKE_KEY" in summary["error"] and "export UC_FAKE_KEY" in summary["error"]
+    assert not (tmp_path / "out" / "dialogues").exists()
+
+
+def test_unreachable_endpoint_fails_each_dialogue_cleanly(ray_address, tmp_path, fake_key):
+    class Closed:
+        base_url = "http://127.0.0.1:9/v1"  # discard port: connection refused
+
+    code, summary, stderr = run_job(openai_config(tmp_path, Closed), "openings.limit=3", timeout=300)
+    assert code == 0, stderr[-3000:]
+    frame = read_dialogues(tmp_path / "out")
+    assert len(frame) == 3 and frame["status"].str.startswith("failed:").all(), frame["status"].tolist()
+
+
+def wait_for_shards(out_dir: Path, process, minimum=1, timeout=300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(list((out_dir / "dialogues").glob("part-*.parquet"))) >= minimum:
+            return
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.2)
+    pytest.fail("no dialogue shard was written in time")
+
+
+def test_killed_driver_then_rerun_finishes_only_what_is_missing(ray_address, tmp_path, fake_key):
+    with FakeOpenAIServer() as server:
+        server.behavior.latency_s = 0.5
+        config = openai_config(tmp_path, server)
+        slow = ("actors.dialogues_per_batch=2", "actors.batches_in_flight=1")
+        process = start_job(config, *slow)
+        wait_for_shards(tmp_path / "out", process)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        partial = read_dialogues(tmp_path / "out")
+        assert 0 < len(partial) < len(SAMPLE_IDS)
+        server.behavior.latency_s = 0.0
+        code, summary, stderr = run_job(config, *slow)
+    assert code == 0, stderr[-3000:]
+    frame = read_dialogues(tmp_path / "out")
+    assert frame["id"].is_unique and set(frame["id"]) == SAMPLE_IDS
+    assert summary["counts"]["already_done"] == len(partial)
+    # What finished before the kill is kept as it was, not regenerated.
+    before = partial.set_index("id")["messages"].map(lambda m: json.dumps(list(m), default=str))
+    after = frame.set_index("id").loc[before.index, "messages"].map(lambda m: json.dumps(list(m), default=str))
+    assert (before == after).all()
+
+
+def test_killed_actor_is_replaced_and_its_dialogues_redone(ray_address, tmp_path, fake_key):
+    import psutil
+
+    with FakeOpenAIServer() as server:
+        server.behavior.latency_s = 0.5
+        process = start_job(openai_config(tmp_path, server), "actors.dialogues_per_batch=2",
+                            "actors.batches_in_flight=1")
+        wait_for_shards(tmp_path / "out", process)
+        workers = [p for p in psutil.process_iter(["cmdline"]) if "DialogueWorker" in " ".join(p.info["cmdline"] or [])]
+        assert workers, "no DialogueWorker actor process found"
+        for worker in workers:
+            worker.kill()
+        code, summary, stderr = finish(process)
+    assert code == 0, stderr[-3000:]
+    frame = read_dialogues(tmp_path / "out")
+    assert frame["id"].is_unique and set(frame["id"]) == SAMPLE_IDS
+    check_records(frame)
+
+
+def test_vllm_cpu_engine_end_to_end(ray_address, small_model_dir, tmp_path):
+    out = tmp_path / "out"
+    code, summary, stderr = run_job(REPO / "configs" / "generate" / "local.yaml", f"output_dir={out}",
+                                    "openings.limit=6", f"user.chat.model={small_model_dir}",
+                                    f"assistant.chat.model={small_model_dir}")
+    assert code == 0, stderr[-5000:]
+    assert summary["counts"]["dialogues"] == 6 and summary["counts"]["tokens_out"] > 0
+    frame = read_dialogues(out)
+    check_records(frame)
+    generated = frame[~frame.status.str.startswith(("failed", "invalid"))]
+    assert len(generated) == 6, frame["status"].tolist()
+    assert (generated["turns"].map(len) >= 2).all()
+    # Both roles ran on one engine: the log names a single engine start.
+    assert stderr.count("starting vLLM engine") == 1, stderr[-3000:]
+    # Loadable as is by Ray Data and HF datasets.
+    import datasets
+    import ray.data
+
+    assert ray.data.read_parquet(str(out / "dialogues")).count() == 6
+    loaded = datasets.load_dataset("parquet", data_files=str(out / "dialogues" / "*.parquet"), split="train")
+    assert len(loaded) == 6 and loaded[0]["messages"][0] == {"role": "user", "content": loaded[0]["opening"]["text"]}
