@@ -25,9 +25,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip uninstall --yes torchvision torchaudio torchcodec
 	touch $(STAMP)
 
+# The main job on the local default: UltraChat dialogues from the shipped opening lines, both roles on
+# a vLLM CPU engine with the tiny model. Output: outputs/generate-local/ (Parquet + JSONL).
 demo: setup
-	$(VENV)/bin/ultrachat tiny-model --out outputs/demo/tiny-model --size tiny
-	$(VENV)/bin/ultrachat --help
+	$(VENV)/bin/ultrachat generate --config configs/generate/local.yaml
 
 test: setup
 	$(PY) -m pytest tests/unit tests/integration

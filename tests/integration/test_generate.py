@@ -178,17 +178,27 @@ def test_killed_actor_is_replaced_and_its_dialogues_redone(ray_address, tmp_path
 
 
 def test_vllm_cpu_engine_end_to_end(ray_address, small_model_dir, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # Parquet input this time, with one opening far longer than the engine's context.
+    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()[:5]]
+    rows.append({"id": "too-long", "sector": "I", "text": "tell me more about tides " * 400, "topic": "x", "origin": "t"})
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "openings.parquet")
     out = tmp_path / "out"
     code, summary, stderr = run_job(REPO / "configs" / "generate" / "local.yaml", f"output_dir={out}",
-                                    "openings.limit=6", f"user.chat.model={small_model_dir}",
-                                    f"assistant.chat.model={small_model_dir}")
+                                    f"openings.path={tmp_path / 'openings.parquet'}",
+                                    f"user.chat.model={small_model_dir}", f"assistant.chat.model={small_model_dir}")
     assert code == 0, stderr[-5000:]
     assert summary["counts"]["dialogues"] == 6 and summary["counts"]["tokens_out"] > 0
     frame = read_dialogues(out)
     check_records(frame)
-    generated = frame[~frame.status.str.startswith(("failed", "invalid"))]
-    assert len(generated) == 6, frame["status"].tolist()
+    statuses = frame.set_index("id")["status"]
+    assert statuses["too-long"] == "failed:prompt_too_long"
+    generated = frame[frame.id != "too-long"]
+    assert not generated.status.str.startswith(("failed", "invalid")).any(), generated["status"].tolist()
     assert (generated["turns"].map(len) >= 2).all()
+    assert set(generated["opening"].map(lambda o: o["source"].rsplit("#", 1)[0])) == {str(tmp_path / "openings.parquet")}
     # Both roles ran on one engine: the log names a single engine start.
     assert stderr.count("starting vLLM engine") == 1, stderr[-3000:]
     # Loadable as is by Ray Data and HF datasets.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 
 import pyarrow as pa
 import ray
@@ -51,6 +52,11 @@ class DialogueWorker:
         if records:
             self.progress.add.remote(batch_counts(records))
         return to_table(list(records))
+
+    def __del__(self):
+        # Ray Data drops the UDF on graceful actor exit: stop the vLLM engine processes cleanly.
+        if self.simulator is not None and "ultrachat.generation.backends.vllm_backend" in sys.modules:
+            sys.modules["ultrachat.generation.backends.vllm_backend"].shutdown_engines()
 
     async def _one(self, row: dict) -> dict:
         if row["invalid"]:

@@ -95,3 +95,10 @@ class VllmChatBackend:
         self._shared.users -= 1
         if self._shared.users == 0 and _ENGINES.pop(self._key, None) is not None:
             self._shared.engine.shutdown()
+
+
+def shutdown_engines() -> None:
+    """Stop every engine of this process (the actor is exiting; its event loop may be gone)."""
+    while _ENGINES:
+        _, shared = _ENGINES.popitem()
+        shared.engine.shutdown()
