@@ -45,6 +45,8 @@ def init_ray(settings: RaySettings, job: str, run_name: str | None = None) -> di
         memory = settings.local_object_store_memory_gb
         logger.info("starting a local Ray on %s (set RAY_ADDRESS to use a cluster)", LOCALHOST)
         ray.init(
+            # "local": always a new private Ray, never one a `ray start` left running on this machine.
+            address="local",
             _node_ip_address=LOCALHOST,
             num_cpus=settings.local_num_cpus,
             object_store_memory=int(memory * 2**30) if memory else None,

@@ -205,6 +205,9 @@ def test_vllm_cpu_engine_end_to_end(ray_address, small_model_dir, tmp_path):
     import datasets
     import ray.data
 
-    assert ray.data.read_parquet(str(out / "dialogues")).count() == 6
+    try:
+        assert ray.data.read_parquet(str(out / "dialogues")).count() == 6
+    finally:
+        ray.shutdown()  # this test process joined the head only to read; leave no connection behind
     loaded = datasets.load_dataset("parquet", data_files=str(out / "dialogues" / "*.parquet"), split="train")
     assert len(loaded) == 6 and loaded[0]["messages"][0] == {"role": "user", "content": loaded[0]["opening"]["text"]}

@@ -15,6 +15,7 @@ from ultrachat.ray_runtime import init_ray
 def test_connects_to_ray_address_once_and_reuses_it(ray_address):
     import ray
 
+    ray.shutdown()  # start from a process that is not connected yet, whatever ran before
     info = init_ray(RaySettings(namespace="uc-test"), "test-job", "run-1")
     try:
         assert info["address"] == ray_address and info["cpus"] == 2 and info["namespace"] == "uc-test"

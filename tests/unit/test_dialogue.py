@@ -115,3 +115,13 @@ def test_disabled_filters_keep_everything():
 def test_invalid_input_lines_get_their_own_status():
     row = {**opening(), "invalid": "malformed JSON"}
     assert invalid_record(row)["status"] == "invalid:malformed JSON"
+
+
+def test_roles_on_the_same_endpoint_share_one_rate_limit_budget():
+    from ultrachat.config.generation import OpenAIBackend
+    from ultrachat.generation.backends import make_backend
+
+    chat = dict(backend="openai", base_url="http://127.0.0.1:9/v1", api_key_env="UC_KEY", requests_per_minute=60)
+    user, assistant = make_backend(OpenAIBackend(model="a", **chat)), make_backend(OpenAIBackend(model="b", **chat))
+    other = make_backend(OpenAIBackend(model="a", **{**chat, "base_url": "http://127.0.0.1:10/v1"}))
+    assert user._limiter is assistant._limiter and other._limiter is not user._limiter

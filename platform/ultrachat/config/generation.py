@@ -15,6 +15,8 @@ class Sampling(Section):
     temperature: float = Field(default=0.7, ge=0)
     top_p: float = Field(default=0.95, gt=0, le=1)
     max_tokens: int = Field(default=512, ge=1)
+    # Set: every turn gets a seed derived from it, so a run can be reproduced. Costs speed on vLLM,
+    # which samples seeded requests one by one.
     seed: int | None = None
 
 
@@ -38,7 +40,9 @@ class OpenAIBackend(Section):
     model: str = Field(min_length=1)
     api_key_env: EnvVarName = "OPENAI_API_KEY"
     # Limits below are per generation actor: the cluster-wide rate is this times the actor count.
-    max_concurrency: int = Field(default=16, ge=1)
+    # Requests in flight are also bounded by the dialogues in flight (actors.batches_in_flight x
+    # actors.dialogues_per_batch); this cap is for endpoints that allow fewer.
+    max_concurrency: int = Field(default=256, ge=1)
     timeout_s: float = Field(default=120, gt=0)
     max_retries: int = Field(default=6, ge=0)
     backoff_initial_s: float = Field(default=1.0, gt=0)
@@ -105,9 +109,11 @@ class ActorPool(Section):
     max_actors: int = Field(default=1, ge=1)
     num_cpus: float = Field(default=1, ge=0)
     num_gpus: float = Field(default=0, ge=0)
+    # A batch is also a shard and the unit of resume; it returns when its slowest dialogue ends, so
+    # small batches with many in flight keep an actor busy when round counts vary.
     dialogues_per_batch: int = Field(default=16, ge=1, description="Ray Data batch size")
     # Batches each actor works on at once; with dialogues_per_batch this bounds dialogues in flight.
-    batches_in_flight: int = Field(default=4, ge=1)
+    batches_in_flight: int = Field(default=8, ge=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> "ActorPool":

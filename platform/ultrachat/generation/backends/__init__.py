@@ -5,6 +5,10 @@ from __future__ import annotations
 from ultrachat.config.generation import ChatBackendConfig
 from ultrachat.generation.backends.base import ChatBackend
 
+# One rate limiter per endpoint, key and budget in this process (actor): when both roles call the same
+# API, their requests draw on one RPM/TPM budget, as the provider counts them.
+_LIMITERS: dict[tuple, object] = {}
+
 
 def make_backend(config: ChatBackendConfig, resolved_model: str | None = None) -> ChatBackend:
     """``resolved_model``: for vLLM, the local dir / hub id ``resolve_model`` returned on the driver."""
@@ -13,5 +17,9 @@ def make_backend(config: ChatBackendConfig, resolved_model: str | None = None) -
 
         return VllmChatBackend(config, resolved_model or config.model)
     from ultrachat.generation.backends.openai_backend import OpenAIChatBackend
+    from ultrachat.generation.backends.rate_limit import RateLimiter
 
-    return OpenAIChatBackend(config)
+    key = (config.base_url, config.api_key_env, config.requests_per_minute, config.tokens_per_minute)
+    if key not in _LIMITERS:
+        _LIMITERS[key] = RateLimiter(config.requests_per_minute, config.tokens_per_minute)
+    return OpenAIChatBackend(config, limiter=_LIMITERS[key])

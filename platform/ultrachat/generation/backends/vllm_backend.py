@@ -69,6 +69,7 @@ class VllmChatBackend:
 
     async def chat(self, messages: list[dict[str, str]], sampling: Sampling) -> ChatResult:
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
         prompt_ids = self._prompt_ids(messages)
         room = self.config.max_model_len - len(prompt_ids)
@@ -76,8 +77,10 @@ class VllmChatBackend:
             raise PromptTooLongError(
                 f"prompt has {len(prompt_ids)} tokens; max_model_len of {self.model_name} is "
                 f"{self.config.max_model_len}")
+        # FINAL_ONLY: the loop is woken once per turn, not once per generated token.
         params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
-                                max_tokens=min(sampling.max_tokens, room), seed=sampling.seed)
+                                max_tokens=min(sampling.max_tokens, room), seed=sampling.seed,
+                                output_kind=RequestOutputKind.FINAL_ONLY)
         final = None
         try:
             async for output in self._shared.engine.generate({"prompt_token_ids": prompt_ids}, params,
