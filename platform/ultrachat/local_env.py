@@ -19,6 +19,8 @@ def local_env_defaults() -> dict[str, str]:
         # A private local Ray is single-node: this keeps it on loopback. Without it Ray replaces
         # 127.0.0.1 by the machine's outward address. (Read when `ray` is first imported.)
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        # vLLM's engine <-> worker message queues otherwise bind the machine's outward address.
+        "VLLM_HOST_IP": "127.0.0.1",
         # vLLM's CPU backend: KV cache size in GiB, and use every core (none reserved).
         "VLLM_CPU_KVCACHE_SPACE": "1",
         "VLLM_CPU_OMP_THREADS_BIND": f"0-{cores - 1}",

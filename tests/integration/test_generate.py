@@ -115,14 +115,24 @@ def test_missing_api_key_fails_before_any_work(ray_address, tmp_path, monkeypatc
     assert not (tmp_path / "out" / "dialogues").exists()
 
 
-def test_unreachable_endpoint_fails_each_dialogue_cleanly(ray_address, tmp_path, fake_key):
+def test_unreachable_endpoint_fails_cleanly_and_a_rerun_retries_the_failures(ray_address, tmp_path, fake_key):
     class Closed:
         base_url = "http://127.0.0.1:9/v1"  # discard port: connection refused
 
-    code, summary, stderr = run_job(openai_config(tmp_path, Closed), "openings.limit=3", timeout=300)
+    config = openai_config(tmp_path, Closed)
+    code, summary, stderr = run_job(config, "openings.limit=3", timeout=300)
     assert code == 0, stderr[-3000:]
     frame = read_dialogues(tmp_path / "out")
-    assert len(frame) == 3 and frame["status"].str.startswith("failed:").all(), frame["status"].tolist()
+    assert len(frame) == 3 and frame["status"].str.startswith("failed:retries_exhausted").all(), frame["status"]
+    # The endpoint is back: a re-run (one more opening this time) retries exactly the failures and
+    # replaces their records.
+    with FakeOpenAIServer() as server:
+        code, summary, stderr = run_job(config, "openings.limit=4", f"user.chat.base_url={server.base_url}",
+                                        f"assistant.chat.base_url={server.base_url}")
+    assert code == 0, stderr[-3000:]
+    assert summary["counts"]["retried_failed"] == 3 and summary["counts"]["replaced_failed_records"] == 3
+    frame = read_dialogues(tmp_path / "out")
+    assert len(frame) == 4 and frame["id"].is_unique and not frame["status"].str.startswith("failed").any()
 
 
 def wait_for_shards(out_dir: Path, process, minimum=1, timeout=300):

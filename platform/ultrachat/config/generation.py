@@ -132,4 +132,7 @@ class GenerateStage(Section):
     filters: Filters = Filters()
     actors: ActorPool = ActorPool()
     seed: int = 0
+    # On a re-run, dialogues that failed (endpoint down, engine error...) run again and their old
+    # failed records are replaced; false keeps failures as final.
+    retry_failed: bool = True
     export_jsonl: bool = True

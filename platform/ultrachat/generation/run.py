@@ -21,7 +21,7 @@ from ultrachat import storage
 from ultrachat.config.schema import GenerateConfig
 from ultrachat.generation.openings import read_openings
 from ultrachat.generation.progress import ProgressReporter, ProgressTracker
-from ultrachat.generation.sink import DialogueSink, read_column
+from ultrachat.generation.sink import DialogueSink, drop_superseded_failures, read_column
 from ultrachat.generation.worker import DialogueWorker
 from ultrachat.models.source import resolve_model
 
@@ -37,15 +37,17 @@ def run_generate(config: GenerateConfig) -> dict:
     resolved = {role: resolve_model(getattr(config, role).chat.model, key=f"{role}.chat.model")
                 for role in ("user", "assistant") if getattr(config, role).chat.backend == "vllm"}
     openings = read_openings(config.openings)
-    todo, plan = _plan(openings, out_dir, config.openings.limit)
-    logger.info("plan: %s", plan)
+    todo, plan = _plan(openings, out_dir, config.openings.limit, config.retry_failed)
+    logger.info("plan: %s", {k: v for k, v in plan.items() if k != "retried_ids"})
     if plan["valid_lines"] == 0 and plan["invalid_lines"] == 0:
         raise ValueError(f"openings.path: {config.openings.path} holds no opening lines. Fix: give "
                          f"JSONL/Parquet records with a 'text' field")
     if todo:
         _execute(config, openings, todo, resolved, secrets, out_dir)
+    replaced = drop_superseded_failures(out_dir, plan.pop("retried_ids"))
     counts = _summarize(out_dir)
-    counts.update({k: plan[k] for k in ("invalid_lines", "duplicate_lines", "already_done")})
+    counts.update({k: plan[k] for k in ("invalid_lines", "duplicate_lines", "already_done", "retried_failed")})
+    counts["replaced_failed_records"] = replaced
     if config.export_jsonl:
         counts["jsonl"] = _export_jsonl(out_dir, storage.join(config.output_dir, JSONL_DIR))
     counts["dialogues_dir"] = out_dir
@@ -67,8 +69,8 @@ def _api_keys(config: GenerateConfig) -> dict[str, str]:
     return keys
 
 
-def _plan(openings, out_dir: str, limit: int | None) -> tuple[dict[str, str], dict]:
-    """id -> the source line to run it from, for every id not yet in the output."""
+def _plan(openings, out_dir: str, limit: int | None, retry_failed: bool) -> tuple[dict[str, str], dict]:
+    """id -> the source line to run it from, for every id not yet in the output (or failed there)."""
     first: dict[str, tuple] = {}
     lines = Counter()
     for batch in openings.select_columns(["id", "source", "invalid"]).iter_batches(
@@ -86,10 +88,16 @@ def _plan(openings, out_dir: str, limit: int | None) -> tuple[dict[str, str], di
     chosen = sorted(first.items(), key=lambda item: item[1])
     if limit is not None:
         chosen = chosen[:limit]
-    done = set(read_column(out_dir, ["id"]).column("id").to_pylist())
+    existing = read_column(out_dir, ["id", "status"])
+    done, failed = set(), set()
+    for id_, status in zip(existing.column("id").to_pylist(), existing.column("status").to_pylist()):
+        (failed if retry_failed and status.startswith("failed:") else done).add(id_)
+    failed -= done
     todo = {id_: key[2] for id_, key in chosen if id_ not in done}
+    retried = failed & set(todo)
     plan = {**{k: lines[k] for k in ("valid_lines", "invalid_lines", "duplicate_lines")},
-            "planned": len(chosen), "already_done": len(chosen) - len(todo), "to_run": len(todo)}
+            "planned": len(chosen), "already_done": len(chosen) - len(todo), "retried_failed": len(retried),
+            "to_run": len(todo), "retried_ids": retried}
     return todo, plan
 
 

@@ -69,3 +69,57 @@ def read_column(out_dir: str, columns: list[str]) -> pa.Table:
     dataset = ds.dataset(root, format="parquet", filesystem=filesystem, schema=DIALOGUE_SCHEMA,
                          exclude_invalid_files=False)
     return dataset.to_table(columns=columns)
+
+
+def drop_superseded_failures(out_dir: str, retried: set[str]) -> int:
+    """Remove the old ``failed:*`` rows of ids that were retried and now have a newer record.
+
+    Keeps "one record per opening line" after a re-run retries failures. Each touched shard is
+    rewritten atomically under its own name; reads only the id/status/started_at columns to decide.
+    """
+    import pyarrow.compute as pc
+
+    if not retried:
+        return 0
+    filesystem, _ = _filesystem(out_dir)
+    columns = ["id", "status", "started_at"]
+    newest: dict[str, float] = {}
+    per_file = {}
+    for path in _shard_paths(out_dir):
+        table = pq.read_table(path, columns=columns, filesystem=filesystem)
+        per_file[path] = table
+        for id_, status, started in zip(*(table.column(c).to_pylist() for c in columns)):
+            if id_ in retried and not status.startswith("failed"):
+                newest[id_] = max(newest.get(id_, 0.0), started)
+    removed = 0
+    for path, table in per_file.items():
+        ids, statuses = table.column("id").to_pylist(), table.column("status").to_pylist()
+        stale = [i in newest and st.startswith("failed") for i, st in zip(ids, statuses)]
+        if not any(stale):
+            continue
+        full = pq.read_table(path, filesystem=filesystem, schema=DIALOGUE_SCHEMA)
+        kept = full.filter(pc.invert(pa.array(stale)))
+        removed += full.num_rows - kept.num_rows
+        _replace(filesystem, path, kept)
+    return removed
+
+
+def _shard_paths(out_dir: str) -> list[str]:
+    from pyarrow import fs
+
+    filesystem, root = _filesystem(out_dir)
+    if filesystem.get_file_info(root).type == fs.FileType.NotFound:
+        return []
+    infos = filesystem.get_file_info(fs.FileSelector(root))
+    return sorted(i.path for i in infos if posixpath.basename(i.path).startswith("part-")
+                  and i.path.endswith(".parquet"))
+
+
+def _replace(filesystem, path: str, table: pa.Table) -> None:
+    if table.num_rows == 0:
+        filesystem.delete_file(path)
+        return
+    directory, name = posixpath.split(path)
+    temp = posixpath.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
+    pq.write_table(table, temp, filesystem=filesystem)
+    filesystem.move(temp, path)

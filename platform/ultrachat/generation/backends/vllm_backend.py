@@ -38,6 +38,12 @@ class _SharedEngine:
         self.engine = AsyncLLM.from_engine_args(args)
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.users = 0
+        from vllm.platforms import current_platform
+
+        # vLLM 0.32's CPU backend kills the engine on per-request seeds ("RuntimeError: CPU Generator
+        # does not use offset" in _bookkeeping_sync); there only the engine-wide seed applies.
+        self.per_request_seeds = not current_platform.is_cpu()
+        self.warned_seed = False
 
 
 _ENGINES: dict[str, _SharedEngine] = {}
@@ -77,9 +83,15 @@ class VllmChatBackend:
             raise PromptTooLongError(
                 f"prompt has {len(prompt_ids)} tokens; max_model_len of {self.model_name} is "
                 f"{self.config.max_model_len}")
+        seed = sampling.seed if self._shared.per_request_seeds else None
+        if sampling.seed is not None and seed is None and not self._shared.warned_seed:
+            self._shared.warned_seed = True
+            logger.warning("vLLM on CPU: per-turn sampling seeds are ignored (they crash vLLM 0.32's CPU "
+                           "engine); this run is not reproducible turn by turn")
         # FINAL_ONLY: the loop is woken once per turn, not once per generated token.
         params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
-                                max_tokens=min(sampling.max_tokens, room), seed=sampling.seed,
+                                max_tokens=min(sampling.max_tokens, room),
+                                seed=seed,
                                 output_kind=RequestOutputKind.FINAL_ONLY)
         final = None
         try:
