@@ -122,9 +122,10 @@ def _execute(config: GenerateConfig, openings, todo: dict, resolved: dict, secre
     batches = openings.repartition(target_num_rows_per_block=pool.dialogues_per_batch)
     workers = batches.map_batches(
         DialogueWorker,
-        # Async actor: several batches run at once on its event loop, sharing one engine.
+        # Async actor: several batches run at once on its event loop, sharing one engine; as many again
+        # wait queued at the actor, so a finished batch is replaced at once, not after a scheduling round.
         compute=ray.data.ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors,
-                                           max_tasks_in_flight_per_actor=pool.batches_in_flight,
+                                           max_tasks_in_flight_per_actor=2 * pool.batches_in_flight,
                                            max_concurrent_calls_per_actor=pool.batches_in_flight),
         batch_size=pool.dialogues_per_batch,
         batch_format="pyarrow",
