@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 from ultrachat.config import JOB_SCHEMAS
 from ultrachat.errors import ConfigError, NotImplementedJobError
+from ultrachat.local_env import apply_local_env_defaults
 from ultrachat.logs import setup_logging
 
 logger = logging.getLogger("ultrachat.cli")
@@ -106,6 +108,9 @@ def _doctor(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if not os.environ.get("RAY_ADDRESS"):
+        # Before any job module imports ray: some of these are read once, at `import ray`.
+        apply_local_env_defaults()
     setup_logging("INFO")
     if args.command in JOB_SCHEMAS:
         return _run_job(args)
