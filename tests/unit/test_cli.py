@@ -64,3 +64,18 @@ def test_tiny_model_refuses_a_non_empty_foreign_directory(tmp_path):
     result = run("-m", "ultrachat", "tiny-model", "--out", str(tmp_path))
     assert result.returncode == 1 and "not empty" in last_json(result.stdout)["error"]
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_local_runs_get_loopback_defaults_before_ray_is_imported():
+    # Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER once, at import; without it a local Ray binds the
+    # machine's outward address instead of 127.0.0.1.
+    code = ("from ultrachat.cli import main\n"
+            "main(['check-config', '--config', 'configs/generate/local.yaml'])\n"
+            "import os, ray._private.ray_constants as c\n"
+            "print(c.ENABLE_RAY_CLUSTER, os.environ['VLLM_HOST_IP'])\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "VLLM_HOST_IP")}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False 127.0.0.1"
