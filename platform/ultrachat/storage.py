@@ -17,6 +17,15 @@ def join(base: str, *parts: str) -> str:
     return str(Path(base, *parts))
 
 
+def filesystem_for(path: str):
+    """(pyarrow filesystem, path inside it) for a local path or any pyarrow URI."""
+    from pyarrow import fs
+
+    if is_uri(path):
+        return fs.FileSystem.from_uri(path)
+    return fs.LocalFileSystem(), path
+
+
 def write_text(path: str, text: str) -> str:
     """Write ``text`` to ``path`` (creating parent folders), return the path written."""
     if not is_uri(path):
@@ -24,9 +33,7 @@ def write_text(path: str, text: str) -> str:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
         return str(target)
-    from pyarrow import fs
-
-    filesystem, inner = fs.FileSystem.from_uri(path)
+    filesystem, inner = filesystem_for(path)
     filesystem.create_dir(posixpath.dirname(inner), recursive=True)
     with filesystem.open_output_stream(inner) as stream:
         stream.write(text.encode("utf-8"))
@@ -36,8 +43,6 @@ def write_text(path: str, text: str) -> str:
 def read_text(path: str) -> str:
     if not is_uri(path):
         return Path(path).read_text(encoding="utf-8")
-    from pyarrow import fs
-
-    filesystem, inner = fs.FileSystem.from_uri(path)
+    filesystem, inner = filesystem_for(path)
     with filesystem.open_input_stream(inner) as stream:
         return stream.read().decode("utf-8")

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 from ultrachat.config.generation import SECTORS, OpeningsInput
 from ultrachat.generation.records import OPENING_SCHEMA, stable_id
+from ultrachat.storage import filesystem_for
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +28,7 @@ def list_input_files(config: OpeningsInput) -> tuple[list[str], list[str]]:
     """(jsonl files, parquet files) under ``config.path``; a clear error if there are none."""
     from pyarrow import fs
 
-    filesystem, root = fs.FileSystem.from_uri(config.path) if "://" in config.path else (
-        fs.LocalFileSystem(), config.path)
+    filesystem, root = filesystem_for(config.path)
     info = filesystem.get_file_info(root)
     if info.type == fs.FileType.NotFound:
         raise ValueError(f"openings.path: {config.path} does not exist. Fix: point it to a JSONL or "

@@ -156,10 +156,7 @@ def _summarize(out_dir: str) -> dict:
 
 def _export_jsonl(out_dir: str, jsonl_dir: str) -> str:
     """All records as JSON lines (HF ``datasets`` / pandas ``read_json(lines=True)`` load it as is)."""
-    from pyarrow import fs
-
-    filesystem, path = fs.FileSystem.from_uri(jsonl_dir) if storage.is_uri(jsonl_dir) else (
-        fs.LocalFileSystem(), jsonl_dir)
+    filesystem, path = storage.filesystem_for(jsonl_dir)
     filesystem.delete_dir_contents(path, missing_dir_ok=True)  # rewritten whole: always matches the shards
     ray.data.read_parquet(out_dir).write_json(jsonl_dir)
     return jsonl_dir

@@ -19,16 +19,9 @@ from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
 from ultrachat.generation.records import DIALOGUE_SCHEMA
+from ultrachat.storage import filesystem_for, is_uri
 
 logger = logging.getLogger(__name__)
-
-
-def _filesystem(uri: str):
-    from pyarrow import fs
-
-    if "://" in uri:
-        return fs.FileSystem.from_uri(uri)
-    return fs.LocalFileSystem(), uri
 
 
 class DialogueSink(Datasink):
@@ -36,7 +29,7 @@ class DialogueSink(Datasink):
         self.out_dir = out_dir
 
     def on_write_start(self, schema=None) -> None:
-        filesystem, root = _filesystem(self.out_dir)
+        filesystem, root = filesystem_for(self.out_dir)
         filesystem.create_dir(root, recursive=True)
 
     def write(self, blocks, ctx) -> int:
@@ -47,14 +40,8 @@ class DialogueSink(Datasink):
         table = pa.concat_tables([t.select(DIALOGUE_SCHEMA.names).cast(DIALOGUE_SCHEMA) for t in tables])
         ids = "\n".join(sorted(table.column("id").to_pylist()))
         name = f"part-{hashlib.sha1(ids.encode()).hexdigest()[:20]}.parquet"
-        filesystem, root = _filesystem(self.out_dir)
-        final = posixpath.join(root, name)
-        if "://" in self.out_dir:
-            pq.write_table(table, final, filesystem=filesystem)
-        else:
-            temp = posixpath.join(root, f".{name}.{uuid.uuid4().hex}.tmp")
-            pq.write_table(table, temp, filesystem=filesystem)
-            filesystem.move(temp, final)
+        filesystem, root = filesystem_for(self.out_dir)
+        _write_atomic(filesystem, posixpath.join(root, name), table, remote=is_uri(self.out_dir))
         return table.num_rows
 
 
@@ -63,7 +50,7 @@ def read_column(out_dir: str, columns: list[str]) -> pa.Table:
     import pyarrow.dataset as ds
     from pyarrow import fs
 
-    filesystem, root = _filesystem(out_dir)
+    filesystem, root = filesystem_for(out_dir)
     if filesystem.get_file_info(root).type == fs.FileType.NotFound:
         return pa.table({c: pa.array([], DIALOGUE_SCHEMA.field(c).type) for c in columns})
     dataset = ds.dataset(root, format="parquet", filesystem=filesystem, schema=DIALOGUE_SCHEMA,
@@ -81,7 +68,7 @@ def drop_superseded_failures(out_dir: str, retried: set[str]) -> int:
 
     if not retried:
         return 0
-    filesystem, _ = _filesystem(out_dir)
+    filesystem, _ = filesystem_for(out_dir)
     columns = ["id", "status", "started_at"]
     newest: dict[str, float] = {}
     per_file = {}
@@ -91,6 +78,7 @@ def drop_superseded_failures(out_dir: str, retried: set[str]) -> int:
         for id_, status, started in zip(*(table.column(c).to_pylist() for c in columns)):
             if id_ in retried and not status.startswith("failed"):
                 newest[id_] = max(newest.get(id_, 0.0), started)
+    remote = is_uri(out_dir)
     removed = 0
     for path, table in per_file.items():
         ids, statuses = table.column("id").to_pylist(), table.column("status").to_pylist()
@@ -100,14 +88,17 @@ def drop_superseded_failures(out_dir: str, retried: set[str]) -> int:
         full = pq.read_table(path, filesystem=filesystem, schema=DIALOGUE_SCHEMA)
         kept = full.filter(pc.invert(pa.array(stale)))
         removed += full.num_rows - kept.num_rows
-        _replace(filesystem, path, kept)
+        if kept.num_rows:
+            _write_atomic(filesystem, path, kept, remote)
+        else:
+            filesystem.delete_file(path)
     return removed
 
 
 def _shard_paths(out_dir: str) -> list[str]:
     from pyarrow import fs
 
-    filesystem, root = _filesystem(out_dir)
+    filesystem, root = filesystem_for(out_dir)
     if filesystem.get_file_info(root).type == fs.FileType.NotFound:
         return []
     infos = filesystem.get_file_info(fs.FileSelector(root))
@@ -115,9 +106,11 @@ def _shard_paths(out_dir: str) -> list[str]:
                   and i.path.endswith(".parquet"))
 
 
-def _replace(filesystem, path: str, table: pa.Table) -> None:
-    if table.num_rows == 0:
-        filesystem.delete_file(path)
+def _write_atomic(filesystem, path: str, table: pa.Table, remote: bool) -> None:
+    """Readers never see half a shard: object stores make one PUT atomic; locally, a hidden temp
+    file is renamed into place."""
+    if remote:
+        pq.write_table(table, path, filesystem=filesystem)
         return
     directory, name = posixpath.split(path)
     temp = posixpath.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
