@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ultrachat.config import JOB_SCHEMAS
-from ultrachat.errors import ConfigError, NotImplementedJobError
+from ultrachat.errors import ConfigError, InputError, NotImplementedJobError
 from ultrachat.local_env import apply_local_env_defaults
 from ultrachat.logs import setup_logging
 
@@ -63,6 +63,9 @@ def _run_job(args) -> int:
     except NotImplementedJobError as err:
         logger.error("%s", err)
         summary, code = JobSummary(args.command, "not_implemented", error=str(err)), EXIT_NOT_IMPLEMENTED
+    except InputError as err:
+        logger.error("%s", err)
+        summary, code = JobSummary(args.command, "bad_input", error=str(err)), EXIT_BAD_INPUT
     except (ValueError, RuntimeError, OSError) as err:
         logger.exception("%s job failed", args.command)
         summary, code = JobSummary(args.command, "failed", error=f"{type(err).__name__}: {err}"), EXIT_FAILED

@@ -12,6 +12,11 @@ class ConfigError(ValueError):
         super().__init__(f"{source}: {count}:\n{body}")
 
 
+class InputError(ValueError):
+    """A data input (a file, a folder of records) is missing or holds nothing usable: the user's to fix,
+    reported without a traceback and with exit code 2, before any paid work."""
+
+
 class ModelSourceError(ValueError):
     """A model reference that cannot be loaded (missing dir, not a Hugging Face model, offline hub id)."""
 

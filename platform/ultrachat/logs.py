@@ -39,3 +39,6 @@ def setup_logging(level: str = "INFO", job: str | None = None, role: str = "driv
     root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger("ultrachat").setLevel(level)
+    # The openai client's HTTP library logs every request at INFO: millions of lines in a real run.
+    for chatty in ("httpx", "httpx2"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -124,9 +124,15 @@ def test_unknown_key_inside_a_union_member_suggests_that_members_keys(tmp_path):
 
 
 def test_missing_required_key_is_named(tmp_path):
+    text = GOOD.format(out="o").replace("output_dir: o\n", "")
+    (problem,) = problems("generate", write(tmp_path, text))
+    assert "missing required key 'output_dir'" in problem
+
+
+def test_dialogues_without_openings_or_construction_is_explained(tmp_path):
     text = GOOD.format(out="o").replace("openings:\n  path: openings.jsonl\n", "")
     (problem,) = problems("generate", write(tmp_path, text))
-    assert "missing required key 'openings'" in problem
+    assert "the dialogues need opening lines; fix: give 'openings.path' or a 'construction' section" in problem
 
 
 def test_secrets_are_refused_and_never_echoed(tmp_path):

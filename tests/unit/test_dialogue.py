@@ -118,7 +118,7 @@ def test_invalid_input_lines_get_their_own_status():
 
 
 def test_roles_on_the_same_endpoint_share_one_rate_limit_budget():
-    from ultrachat.config.generation import OpenAIBackend
+    from ultrachat.config.chat import OpenAIBackend
     from ultrachat.generation.backends import make_backend
 
     chat = dict(backend="openai", base_url="http://127.0.0.1:9/v1", api_key_env="UC_KEY", requests_per_minute=60)

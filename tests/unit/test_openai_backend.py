@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ultrachat.config.generation import OpenAIBackend, Sampling
+from ultrachat.config.chat import OpenAIBackend, Sampling
 from ultrachat.devtools.fake_openai import FakeBehavior, FakeOpenAIServer
 from ultrachat.generation.backends.base import ChatError, ChatResult
 from ultrachat.generation.backends.openai_backend import OpenAIChatBackend

@@ -7,8 +7,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from ultrachat.config.generation import OpeningsInput
-from ultrachat.generation.openings import _parse_file, list_input_files, normalize
+from ultrachat.generation.openings import list_input_files, normalize
+from ultrachat.inputs import iter_file_records
 from ultrachat.generation.records import stable_id
+
+
+def _parse_file(row: dict) -> list[dict]:
+    return [normalize(record, source) for source, record in iter_file_records(row["path"], row["bytes"])]
 
 
 def test_jsonl_lines_are_parsed_with_file_and_line_numbers(tmp_path):
@@ -44,10 +49,15 @@ def test_listing_files_and_uris(tmp_path):
     (tmp_path / "sub" / "b.parquet").write_bytes(b"")
     (tmp_path / ".hidden.jsonl").write_text("{}\n")
     (tmp_path / "notes.txt").write_text("x")
-    jsonl, parquet = list_input_files(OpeningsInput(path=str(tmp_path)))
-    assert jsonl == [str(tmp_path / "a.jsonl")] and parquet == [str(tmp_path / "sub" / "b.parquet")]
-    jsonl, _ = list_input_files(OpeningsInput(path=f"file://{tmp_path}", format="jsonl"))
-    assert jsonl == [f"file://{tmp_path}/a.jsonl"]
+    files = list_input_files(OpeningsInput(path=str(tmp_path)))
+    assert files == [str(tmp_path / "a.jsonl"), str(tmp_path / "sub" / "b.parquet")]
+    files = list_input_files(OpeningsInput(path=f"file://{tmp_path}", format="jsonl"))
+    assert files == [f"file://{tmp_path}/a.jsonl"]
+
+
+def test_provenance_of_built_openings_is_merged_not_nested():
+    row = normalize({"text": "Q?", "sector": "I", "provenance": '{"meta_topic": "Technology"}', "source": "x"}, "f#0")
+    assert json.loads(row["provenance"]) == {"meta_topic": "Technology", "source": "x"}
 
 
 @pytest.mark.parametrize("make, message", [

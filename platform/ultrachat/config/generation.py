@@ -2,62 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ultrachat.config.base import EnvVarName, ModelRef, Section
+from ultrachat.config.base import Section
+from ultrachat.config.chat import Role
+from ultrachat.config.construction import Construction
 
 SECTORS = ("I", "II", "III")
-
-
-class Sampling(Section):
-    temperature: float = Field(default=0.7, ge=0)
-    top_p: float = Field(default=0.95, gt=0, le=1)
-    max_tokens: int = Field(default=512, ge=1)
-    # Set: every turn gets a seed derived from it, so a run can be reproduced. Costs speed on vLLM,
-    # which samples seeded requests one by one.
-    seed: int | None = None
-
-
-class VllmBackend(Section):
-    """A vLLM AsyncLLM engine inside each generation actor (continuous batching across dialogues)."""
-
-    backend: Literal["vllm"]
-    model: ModelRef
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    max_model_len: int = Field(default=2048, ge=16)
-    tensor_parallel_size: int = Field(default=1, ge=1)
-    # Passed to vLLM's AsyncEngineArgs as is (e.g. gpu_memory_utilization, enforce_eager).
-    engine_kwargs: dict[str, Any] = {}
-
-
-class OpenAIBackend(Section):
-    """Any OpenAI-compatible endpoint through the official `openai` async client."""
-
-    backend: Literal["openai"]
-    base_url: str = Field(min_length=1)
-    model: str = Field(min_length=1)
-    api_key_env: EnvVarName = "OPENAI_API_KEY"
-    # Limits below are per generation actor: the cluster-wide rate is this times the actor count.
-    # Requests in flight are also bounded by the dialogues in flight (actors.batches_in_flight x
-    # actors.dialogues_per_batch); this cap is for endpoints that allow fewer.
-    max_concurrency: int = Field(default=256, ge=1)
-    timeout_s: float = Field(default=120, gt=0)
-    max_retries: int = Field(default=6, ge=0)
-    backoff_initial_s: float = Field(default=1.0, gt=0)
-    backoff_max_s: float = Field(default=60.0, gt=0)
-    requests_per_minute: float | None = Field(default=None, gt=0)
-    tokens_per_minute: float | None = Field(default=None, gt=0)
-
-
-ChatBackendConfig = Annotated[Union[VllmBackend, OpenAIBackend], Field(discriminator="backend")]
-
-
-class Role(Section):
-    chat: ChatBackendConfig
-    sampling: Sampling = Sampling()
-    system_prompt: str | None = None
 
 
 class OpeningsInput(Section):
@@ -122,10 +75,20 @@ class ActorPool(Section):
         return self
 
 
+Stage = Literal["construct", "dialogues"]
+
+
 class GenerateStage(Section):
-    openings: OpeningsInput
-    user: Role
-    assistant: Role
+    """Two stages: ``construct`` builds opening lines (section ``construction``), ``dialogues`` simulates
+    a dialogue from each (roles ``user`` and ``assistant``), reading ``openings.path`` or, when that is
+    not given, the openings ``construct`` wrote under output_dir (this run's or an earlier one's)."""
+
+    # Default: construct when a construction section is given, and dialogues when roles are given.
+    stages: list[Stage] | None = None
+    openings: OpeningsInput | None = None
+    construction: Construction | None = None
+    user: Role | None = None
+    assistant: Role | None = None
     rounds: Rounds = Rounds()
     # Personas of the simulated user; empty means the built-in list (ultrachat/generation/prompts.py).
     personas: list[str] = []
@@ -136,3 +99,34 @@ class GenerateStage(Section):
     # failed records are replaced; false keeps failures as final.
     retry_failed: bool = True
     export_jsonl: bool = True
+    # Plan only: log and return the LLM calls and opening lines each stage would make; call nothing.
+    dry_run: bool = False
+
+    @property
+    def run_stages(self) -> list[str]:
+        if self.stages is not None:
+            return list(dict.fromkeys(self.stages))
+        return [s for s, on in (("construct", self.construction is not None),
+                                ("dialogues", self.user is not None or self.assistant is not None)) if on]
+
+    @model_validator(mode="after")
+    def _stages_have_their_sections(self) -> "GenerateStage":
+        stages, problems = self.run_stages, []
+        if not stages:
+            problems.append("nothing to run; fix: give a 'construction' section (build opening lines) and/or "
+                            "'user' and 'assistant' roles (simulate dialogues)")
+        if "construct" in stages and self.construction is None:
+            problems.append("stages includes 'construct' but there is no 'construction' section; fix: add it "
+                            "(see configs/generate/local.yaml)")
+        if "construct" in stages and self.openings is not None:
+            problems.append("'openings' is given and 'construct' runs: the dialogues would not use the built "
+                            "openings; fix: remove 'openings' or set stages: [dialogues]")
+        if "dialogues" in stages:
+            problems += [f"stages includes 'dialogues' but '{role}' is missing; fix: add the {role} role "
+                         f"(chat backend and sampling)" for role in ("user", "assistant") if getattr(self, role) is None]
+            if self.openings is None and self.construction is None:
+                problems.append("the dialogues need opening lines; fix: give 'openings.path' or a 'construction' "
+                                "section")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self

@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Callable
 
 from aiohttp import web
 
@@ -47,6 +48,9 @@ class FakeBehavior:
 
     latency_s: float = 0.0  # fixed delay before every answer
     replies: list[str] | None = None  # scripted replies, served round-robin; None: pseudo-random text
+    # Computes the reply from the request's messages (takes precedence over `replies`): lets a test
+    # answer list requests with lists of the asked size, in the shapes real models use.
+    reply_fn: Callable[[list], str] | None = None
     faults: list[str] = field(default_factory=list)  # applied to the next requests in order, consumed
     retry_after_s: float = 1.0  # Retry-After header of a "429" fault
     fault_rate: float = 0.0  # chance that a request without a scripted fault gets a random one
@@ -132,6 +136,8 @@ class FakeOpenAIServer:
         return None
 
     def _next_reply(self, messages: object) -> str:
+        if self.behavior.reply_fn is not None:
+            return self.behavior.reply_fn(messages)
         with self._lock:
             replies = self.behavior.replies
             if replies:
@@ -287,9 +293,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
     parser.add_argument("--model", default="fake-model")
+    parser.add_argument("--lists", action="store_true",
+                        help="answer construction's 'Write N ...' prompts with N-item lists (devtools/fake_lists.py)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    behavior = FakeBehavior(latency_s=args.latency, replies=args.reply, fault_rate=args.fault_rate,
+    reply_fn = None
+    if args.lists:
+        from ultrachat.devtools.fake_lists import list_reply as reply_fn
+    behavior = FakeBehavior(latency_s=args.latency, replies=args.reply, reply_fn=reply_fn, fault_rate=args.fault_rate,
                             random_fault_kinds=tuple(k.strip() for k in args.fault_kinds.split(",") if k.strip()),
                             retry_after_s=args.retry_after, seed=args.seed, required_api_key=args.api_key,
                             model=args.model)

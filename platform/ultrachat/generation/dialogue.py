@@ -11,7 +11,8 @@ import random
 import time
 from dataclasses import dataclass
 
-from ultrachat.config.generation import GenerateStage, Sampling
+from ultrachat.config.chat import Sampling
+from ultrachat.config.generation import GenerateStage
 from ultrachat.generation import prompts
 from ultrachat.generation.backends.base import ChatBackend, ChatError, ChatResult
 from ultrachat.generation.filters import DialogueFilter

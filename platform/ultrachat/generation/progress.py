@@ -1,5 +1,5 @@
 """Run-wide progress: actors add their counts to one small Ray actor; the driver logs a line per
-interval (dialogues done / kept / filtered / failed, tokens in/out, dialogues per second)."""
+interval (dialogues or LLM calls done, their outcomes, tokens in/out, units per second)."""
 
 from __future__ import annotations
 
@@ -38,8 +38,10 @@ def batch_counts(records: list[dict]) -> dict:
 class ProgressReporter:
     """A driver thread that logs the tracker's totals every ``interval_s`` until stopped."""
 
-    def __init__(self, tracker, total: int, interval_s: float = 15.0):
+    def __init__(self, tracker, total: int, interval_s: float = 15.0, describe=None):
+        """``describe(counts, total, elapsed_s) -> str`` makes the line; the default is for dialogues."""
         self.tracker, self.total, self.interval_s = tracker, total, interval_s
+        self.describe = describe or describe_dialogues
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="generation-progress", daemon=True)
         self._started = time.monotonic()
@@ -62,8 +64,10 @@ class ProgressReporter:
             c = ray.get(self.tracker.snapshot.remote(), timeout=10)
         except Exception:  # progress must never break the run
             return
-        elapsed = max(time.monotonic() - self._started, 1e-6)
-        logger.info("dialogues %d/%d (kept %d, filtered %d, failed %d, invalid %d) | tokens in %d out %d | "
-                    "%.2f dialogues/s", c.get("done", 0), self.total, c.get("kept", 0), c.get("filtered", 0),
-                    c.get("failed", 0), c.get("invalid", 0), c.get("tokens_in", 0), c.get("tokens_out", 0),
-                    c.get("done", 0) / elapsed)
+        logger.info("%s", self.describe(c, self.total, max(time.monotonic() - self._started, 1e-6)))
+
+
+def describe_dialogues(c: dict, total: int, elapsed: float) -> str:
+    return (f"dialogues {c.get('done', 0)}/{total} (kept {c.get('kept', 0)}, filtered {c.get('filtered', 0)}, "
+            f"failed {c.get('failed', 0)}, invalid {c.get('invalid', 0)}) | tokens in {c.get('tokens_in', 0)} "
+            f"out {c.get('tokens_out', 0)} | {c.get('done', 0) / elapsed:.2f} dialogues/s")

@@ -1,4 +1,6 @@
-"""The generate job: opening lines -> Ray Data actor pool -> dialogue shards, resumable and loss-free.
+"""The generate job: [construct opening lines ->] dialogues on a Ray Data actor pool, resumable, loss-free.
+
+Construction lives in ultrachat/construction/ (its own stage, writing openings/); the dialogue stage:
 
 1. Plan on the driver from ids only (never the data set): every opening line gets exactly one id;
    ids already in the output are done; duplicates run once (from their first line).
@@ -18,12 +20,15 @@ from collections import Counter
 import ray
 
 from ultrachat import storage
+from ultrachat.inputs import source_order
+from ultrachat.config.generation import OpeningsInput
 from ultrachat.config.schema import GenerateConfig
 from ultrachat.generation.openings import read_openings
 from ultrachat.generation.progress import ProgressReporter, ProgressTracker
 from ultrachat.generation.sink import DialogueSink, drop_superseded_failures, read_column
 from ultrachat.generation.worker import DialogueWorker
 from ultrachat.models.source import resolve_model
+from ultrachat.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -32,15 +37,44 @@ JSONL_DIR = "dialogues_jsonl"
 
 
 def run_generate(config: GenerateConfig) -> dict:
+    """The stages ``config`` asks for: construct opening lines, then simulate dialogues from them."""
+    stages = config.run_stages
+    secrets = _api_keys(config, stages)
+    if config.dry_run:
+        return _dry_run(config, stages)
+    counts: dict = {}
+    if "construct" in stages:
+        from ultrachat.construction.run import run_construction
+
+        counts["construction"] = run_construction(config, secrets)
+    if "dialogues" in stages:
+        counts.update(run_dialogues(config, openings_input(config), secrets))
+    return counts
+
+
+def openings_input(config: GenerateConfig) -> OpeningsInput:
+    """``openings`` as given, else the openings the construct stage wrote under output_dir."""
+    if config.openings is not None:
+        return config.openings
+    from ultrachat.construction.run import OPENINGS_DIR, openings_complete
+
+    built = storage.join(config.output_dir, OPENINGS_DIR)
+    if not openings_complete(built):
+        raise InputError(f"stages: the dialogues read the built openings in {built}, which are missing or "
+                         f"incomplete (no _manifest.json). Fix: run the construct stage first (stages: "
+                         f"[construct, dialogues]), or give openings.path")
+    return OpeningsInput(path=built, format="parquet")
+
+
+def run_dialogues(config: GenerateConfig, openings_config: OpeningsInput, secrets: dict[str, str]) -> dict:
     out_dir = storage.join(config.output_dir, DIALOGUES_DIR)
-    secrets = _api_keys(config)
     resolved = {role: resolve_model(getattr(config, role).chat.model, key=f"{role}.chat.model")
                 for role in ("user", "assistant") if getattr(config, role).chat.backend == "vllm"}
-    openings = read_openings(config.openings)
-    todo, plan = _plan(openings, out_dir, config.openings.limit, config.retry_failed)
+    openings = read_openings(openings_config)
+    todo, plan = _plan(openings, out_dir, openings_config.limit, config.retry_failed)
     logger.info("plan: %s", {k: v for k, v in plan.items() if k != "retried_ids"})
     if plan["valid_lines"] == 0 and plan["invalid_lines"] == 0:
-        raise ValueError(f"openings.path: {config.openings.path} holds no opening lines. Fix: give "
+        raise InputError(f"openings.path: {openings_config.path} holds no opening lines. Fix: give "
                          f"JSONL/Parquet records with a 'text' field")
     if todo:
         _execute(config, openings, todo, resolved, secrets, out_dir)
@@ -54,11 +88,35 @@ def run_generate(config: GenerateConfig) -> dict:
     return counts
 
 
-def _api_keys(config: GenerateConfig) -> dict[str, str]:
+def _dry_run(config: GenerateConfig, stages: list[str]) -> dict:
+    from ultrachat.construction.plan import plan_construction, plan_dialogues
+
+    result: dict = {"dry_run": True}
+    if "construct" in stages:
+        result["construction"] = plan_construction(config)
+    if "dialogues" in stages:
+        if "construct" in stages:
+            per_sector = {k: s["openings_at_most"] for k, s in result["construction"]["sectors"].items()}
+        else:
+            source = openings_input(config)
+            openings = read_openings(source)
+            todo, _ = _plan(openings, storage.join(config.output_dir, DIALOGUES_DIR), source.limit,
+                            config.retry_failed)
+            sectors = {r["id"]: r["sector"] for r in openings.select_columns(["id", "sector"]).take_all()}
+            per_sector = dict(Counter(sectors[i] for i in todo))
+        result["dialogues"] = plan_dialogues(config, per_sector)
+    return result
+
+
+def _api_keys(config: GenerateConfig, stages: list[str]) -> dict[str, str]:
     """Fail before any work if an API key variable is unset; hand the keys to the actors."""
+    roles = {}
+    if "dialogues" in stages:
+        roles.update(user=config.user.chat, assistant=config.assistant.chat)
+    if "construct" in stages:
+        roles["construction.llm"] = config.construction.llm.chat
     keys = {}
-    for role in ("user", "assistant"):
-        chat = getattr(config, role).chat
+    for role, chat in roles.items():
         if chat.backend != "openai":
             continue
         value = os.environ.get(chat.api_key_env, "")
@@ -79,7 +137,7 @@ def _plan(openings, out_dir: str, limit: int | None, retry_failed: bool) -> tupl
             lines["invalid_lines" if invalid else "valid_lines"] += 1
             if invalid and lines["invalid_lines"] <= 20:
                 logger.warning("skipping opening line %s: %s", source, invalid)
-            key = _source_order(source)
+            key = source_order(source)
             if id_ in first:
                 lines["duplicate_lines"] += 1
                 if key >= first[id_]:
@@ -99,15 +157,6 @@ def _plan(openings, out_dir: str, limit: int | None, retry_failed: bool) -> tupl
             "planned": len(chosen), "already_done": len(chosen) - len(todo), "retried_failed": len(retried),
             "to_run": len(todo), "retried_ids": retried}
     return todo, plan
-
-
-def _source_order(source: str) -> tuple:
-    # "file:12" / "file#3" -> (file, 12, source): line order within a file, not string order.
-    for sep in (":", "#"):
-        path, _, number = source.rpartition(sep)
-        if number.isdigit():
-            return (path, int(number), source)
-    return (source, -1, source)
 
 
 def _execute(config: GenerateConfig, openings, todo: dict, resolved: dict, secrets: dict, out_dir: str) -> None:

@@ -1,6 +1,7 @@
-"""Dialogue shards on storage: written atomically under content-derived names, read back for resume.
+"""Record shards on storage (dialogues, construction calls): written atomically under content-derived
+names, read back for resume.
 
-A shard's name is a hash of the ids it holds, so a retried write (Ray Data retries tasks of a dead
+A shard's name is a hash of the keys it holds, so a retried write (Ray Data retries tasks of a dead
 actor) replaces the same file instead of adding a duplicate. Local writes go to a hidden temp file
 and are renamed; object stores (s3://, gs://) make a single PUT atomic already. Readers skip hidden
 files, so a crash mid-write leaves nothing half-visible.
@@ -12,6 +13,7 @@ import hashlib
 import logging
 import posixpath
 import uuid
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,9 +26,12 @@ from ultrachat.storage import filesystem_for, is_uri
 logger = logging.getLogger(__name__)
 
 
-class DialogueSink(Datasink):
-    def __init__(self, out_dir: str):
-        self.out_dir = out_dir
+class ShardSink(Datasink):
+    """Writes each block as ``part-<hash of its keys>.parquet``; with ``partition_by``, rows go to
+    ``out_dir/<value of that column>/`` (one Ray Data write for several record kinds)."""
+
+    def __init__(self, out_dir: str, schema: pa.Schema, key: str = "id", partition_by: str | None = None):
+        self.out_dir, self.schema, self.key, self.partition_by = out_dir, schema, key, partition_by
 
     def on_write_start(self, schema=None) -> None:
         filesystem, root = filesystem_for(self.out_dir)
@@ -34,42 +39,59 @@ class DialogueSink(Datasink):
 
     def write(self, blocks, ctx) -> int:
         tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
-        tables = [t for t in tables if t.num_rows]
+        tables = [t.select(self.schema.names).cast(self.schema) for t in tables if t.num_rows]
         if not tables:
             return 0
-        table = pa.concat_tables([t.select(DIALOGUE_SCHEMA.names).cast(DIALOGUE_SCHEMA) for t in tables])
-        ids = "\n".join(sorted(table.column("id").to_pylist()))
-        name = f"part-{hashlib.sha1(ids.encode()).hexdigest()[:20]}.parquet"
-        filesystem, root = filesystem_for(self.out_dir)
-        _write_atomic(filesystem, posixpath.join(root, name), table, remote=is_uri(self.out_dir))
+        table = pa.concat_tables(tables)
+        if self.partition_by is None:
+            self._write(self.out_dir, table)
+            return table.num_rows
+        import pyarrow.compute as pc
+
+        for value in sorted(set(table.column(self.partition_by).to_pylist())):
+            part = table.filter(pc.equal(table.column(self.partition_by), value))
+            self._write(posixpath.join(self.out_dir, value) if is_uri(self.out_dir)
+                        else str(Path(self.out_dir, value)), part)
         return table.num_rows
 
+    def _write(self, out_dir: str, table: pa.Table) -> None:
+        keys = "\n".join(sorted(table.column(self.key).to_pylist()))
+        name = f"part-{hashlib.sha1(keys.encode()).hexdigest()[:20]}.parquet"
+        filesystem, root = filesystem_for(out_dir)
+        filesystem.create_dir(root, recursive=True)
+        _write_atomic(filesystem, posixpath.join(root, name), table, remote=is_uri(out_dir))
 
-def read_column(out_dir: str, columns: list[str]) -> pa.Table:
+
+class DialogueSink(ShardSink):
+    def __init__(self, out_dir: str):
+        super().__init__(out_dir, DIALOGUE_SCHEMA)
+
+
+def read_column(out_dir: str, columns: list[str], schema: pa.Schema = DIALOGUE_SCHEMA) -> pa.Table:
     """Only ``columns`` of every finished shard (cheap: Parquet reads just those columns)."""
     import pyarrow.dataset as ds
-    from pyarrow import fs
 
-    filesystem, root = filesystem_for(out_dir)
-    if filesystem.get_file_info(root).type == fs.FileType.NotFound:
-        return pa.table({c: pa.array([], DIALOGUE_SCHEMA.field(c).type) for c in columns})
-    dataset = ds.dataset(root, format="parquet", filesystem=filesystem, schema=DIALOGUE_SCHEMA,
-                         exclude_invalid_files=False)
+    paths = _shard_paths(out_dir)
+    if not paths:
+        return pa.table({c: pa.array([], schema.field(c).type) for c in columns})
+    filesystem, _ = filesystem_for(out_dir)
+    dataset = ds.dataset(paths, format="parquet", filesystem=filesystem, schema=schema)
     return dataset.to_table(columns=columns)
 
 
-def drop_superseded_failures(out_dir: str, retried: set[str]) -> int:
-    """Remove the old ``failed:*`` rows of ids that were retried and now have a newer record.
+def drop_superseded_failures(out_dir: str, retried: set[str], schema: pa.Schema = DIALOGUE_SCHEMA,
+                             key: str = "id") -> int:
+    """Remove the old ``failed:*`` rows of keys that were retried and now have a newer record.
 
-    Keeps "one record per opening line" after a re-run retries failures. Each touched shard is
-    rewritten atomically under its own name; reads only the id/status/started_at columns to decide.
+    Keeps "one record per input" after a re-run retries failures. Each touched shard is rewritten
+    atomically under its own name; reads only the key/status/started_at columns to decide.
     """
     import pyarrow.compute as pc
 
     if not retried:
         return 0
     filesystem, _ = filesystem_for(out_dir)
-    columns = ["id", "status", "started_at"]
+    columns = [key, "status", "started_at"]
     newest: dict[str, float] = {}
     per_file = {}
     for path in _shard_paths(out_dir):
@@ -81,11 +103,11 @@ def drop_superseded_failures(out_dir: str, retried: set[str]) -> int:
     remote = is_uri(out_dir)
     removed = 0
     for path, table in per_file.items():
-        ids, statuses = table.column("id").to_pylist(), table.column("status").to_pylist()
+        ids, statuses = table.column(key).to_pylist(), table.column("status").to_pylist()
         stale = [i in newest and st.startswith("failed") for i, st in zip(ids, statuses)]
         if not any(stale):
             continue
-        full = pq.read_table(path, filesystem=filesystem, schema=DIALOGUE_SCHEMA)
+        full = pq.read_table(path, filesystem=filesystem, schema=schema)
         kept = full.filter(pc.invert(pa.array(stale)))
         removed += full.num_rows - kept.num_rows
         if kept.num_rows:

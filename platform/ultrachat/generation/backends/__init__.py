@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ultrachat.config.generation import ChatBackendConfig
+from ultrachat.config.chat import ChatBackendConfig
 from ultrachat.generation.backends.base import ChatBackend
 
 # One rate limiter per endpoint, key and budget in this process (actor): when both roles call the same

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from ultrachat.config.generation import Sampling
+from ultrachat.config.chat import Sampling
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import time
 
 import openai
 
-from ultrachat.config.generation import OpenAIBackend, Sampling
+from ultrachat.config.chat import OpenAIBackend, Sampling
 from ultrachat.generation.backends.base import ChatError, ChatResult
 from ultrachat.generation.backends.rate_limit import RateLimiter, backoff_delay
 

@@ -12,7 +12,7 @@ import json
 import logging
 import uuid
 
-from ultrachat.config.generation import Sampling, VllmBackend
+from ultrachat.config.chat import Sampling, VllmBackend
 from ultrachat.generation.backends.base import ChatError, ChatResult, PromptTooLongError
 
 logger = logging.getLogger(__name__)
