@@ -3,7 +3,9 @@
     ray job submit --address http://HEAD:8265 --working-dir . -- \
         python jobs/generate.py --config configs/generate/local.yaml [key.path=value ...]
 
-Same as `ultrachat generate --config ...`. The last stdout line is a JSON summary of the run.
+Same as `ultrachat generate --config ...`: constructs opening lines (`construction:`) and/or simulates
+dialogues (`user:`/`assistant:`), see `stages`; `dry_run=true` prints the planned LLM calls only.
+The last stdout line is a JSON summary of the run.
 """
 
 import sys

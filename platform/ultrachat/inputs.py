@@ -16,7 +16,9 @@ from typing import Any, Callable, Iterator, NamedTuple
 from ultrachat.errors import InputError
 from ultrachat.storage import filesystem_for
 
-EXTENSIONS = {"jsonl": (".jsonl", ".json", ".ndjson"), "parquet": (".parquet",), "text": (".txt",)}
+# JSON lines may be gzipped, as the C4 release is (c4-train.00000-of-01024.json.gz).
+EXTENSIONS = {"jsonl": (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz"), "parquet": (".parquet",),
+              "text": (".txt",)}
 
 
 class Malformed(NamedTuple):
@@ -79,6 +81,14 @@ def iter_file_records(path: str, data: bytes) -> Iterator[tuple[str, Any]]:
     if path.endswith(EXTENSIONS["parquet"]):
         yield from _parquet_records(path, data)
         return
+    if path.endswith(".gz"):
+        import gzip
+
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as err:
+            yield f"{path}#file", Malformed(f"unreadable gzip file ({err})")
+            return
     is_text = path.endswith(EXTENSIONS["text"])
     for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():

@@ -51,6 +51,8 @@ def construction_config(tmp_path, server, **extra) -> Path:
             "III": {"target": 6, "corpus": {"path": str(DATA / "sample_c4.jsonl")}, "pieces": 4,
                     "instructions_per_piece": 3, "max_material_tokens": 40},
             "actors": {"num_cpus": 0.5, "calls_per_batch": 4},
+            # MinHash on (at a ~0.92 Jaccard threshold: only near-copies) to run its path end to end.
+            "dedup": {"normalized": True, "minhash": True, "num_perm": 64, "bands": 4},
         },
         "user": {"chat": chat, "sampling": {"max_tokens": 30}},
         "assistant": {"chat": chat, "sampling": {"max_tokens": 60}},
@@ -146,3 +148,27 @@ def test_bad_inputs_fail_before_any_call_or_warn(ray_address, tmp_path, monkeypa
         materials = summary["counts"]["construction"]["inputs"]["materials"]
         assert (materials["invalid"], materials["unmatched"], materials["pieces_used"]) == (1, 1, 0)
         assert server.stats.total == 0
+
+
+def test_local_default_on_the_vllm_cpu_engine(ray_address, small_model_dir, tmp_path):
+    """configs/generate/local.yaml as shipped: construct on the tiny model, then dialogues, one job."""
+    out = tmp_path / "out"
+    code, summary, stderr = run_job(REPO / "configs" / "generate" / "local.yaml", f"output_dir={out}",
+                                    f"construction.llm.chat.model={small_model_dir}",
+                                    f"user.chat.model={small_model_dir}", f"assistant.chat.model={small_model_dir}")
+    assert code == 0, stderr[-5000:]
+    built = summary["counts"]["construction"]
+    calls = pd.concat([pd.read_parquet(p) for p in (out / "construction" / "calls").iterdir()])
+    assert set(calls["stage"]) >= {"subtopics", "meta_questions", "instructions", "material_instructions"}
+    assert calls["call_id"].is_unique and (calls["model"] != "").all()
+    for row in calls.to_dict("records"):  # every call is either a parsed list or a failure with its raw reply
+        assert (row["status"] == "ok" and len(row["items"]) >= 1) or (row["status"] == "failed:unparseable"
+                                                                      and row["raw"] is not None), row
+    assert (calls["status"] == "ok").mean() >= 0.5, calls["status"].value_counts()
+    openings = pd.read_parquet(out / "openings")
+    assert set(openings["sector"]) == {"I", "II", "III"} and openings["id"].is_unique
+    assert len(openings) == sum(s["openings"] for s in built["sectors"].values())
+    dialogues = pd.read_parquet(out / "dialogues")
+    check_records(dialogues)
+    assert set(dialogues["id"]) == set(openings["id"])
+    assert summary["counts"]["tokens_out"] > 0

@@ -197,7 +197,7 @@ def test_vllm_cpu_engine_end_to_end(ray_address, small_model_dir, tmp_path):
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "openings.parquet")
     out = tmp_path / "out"
     code, summary, stderr = run_job(REPO / "configs" / "generate" / "local.yaml", f"output_dir={out}",
-                                    f"openings.path={tmp_path / 'openings.parquet'}",
+                                    "stages=[dialogues]", f"openings.path={tmp_path / 'openings.parquet'}",
                                     f"user.chat.model={small_model_dir}", f"assistant.chat.model={small_model_dir}")
     assert code == 0, stderr[-5000:]
     assert summary["counts"]["dialogues"] == 6 and summary["counts"]["tokens_out"] > 0

@@ -49,3 +49,15 @@ def test_truncation_with_the_models_tokenizer(tiny_model_dir):
     assert before == len(tokenizer.encode(text, add_special_tokens=False)) > 16
     assert after <= 16 and text.startswith(kept) and not kept.endswith(" ")
     assert Truncator(10_000, str(tiny_model_dir))(text)[0] == text
+
+
+def test_gzipped_json_lines_as_c4_ships_them(tmp_path):
+    import gzip
+
+    path = tmp_path / "c4-train.00000-of-01024.json.gz"
+    path.write_bytes(gzip.compress(b'{"text": "A poem.", "url": "https://e.com/poems/1"}\nnot json\n'))
+    records = list(iter_file_records(str(path), path.read_bytes()))
+    assert records[0] == (f"{path}:1", {"text": "A poem.", "url": "https://e.com/poems/1"})
+    assert records[1][0] == f"{path}:2" and isinstance(records[1][1], Malformed)
+    (bad,) = iter_file_records(str(path), b"not gzip")
+    assert bad[0] == f"{path}#file" and "unreadable gzip" in bad[1].reason

@@ -103,13 +103,15 @@ def _run_wave(config, planner: CallPlanner, source, wave, calls_root: str, secre
     for batch in calls.select_columns(["call_id", "stage"]).iter_batches(batch_size=65536, batch_format="pyarrow"):
         for call_id, stage in zip(batch.column("call_id").to_pylist(), batch.column("stage").to_pylist()):
             ids_by_stage.setdefault(stage, []).append(call_id)
-    todo, retried, report = set(), {}, {}
+    todo, retried, stale, report = set(), {}, {}, {}
     for stage, ids in sorted(ids_by_stage.items()):
         status = stored_status(calls_root, stage)
         done = {i for i, s in status.items() if s == "ok" or not c.retry_failed}
         missing = {i for i in ids if i not in done}
         todo |= missing
         retried[stage] = {i for i in missing if i in status}
+        # Failed rows an earlier run left beside a later success (killed before its clean-up) go too.
+        stale[stage] = retried[stage] | {i for i in ids if status.get(i) == "ok"}
         planned[stage] = len(ids)
         report[stage] = {"calls": len(set(ids)), "already_done": len(set(ids)) - len(missing),
                          "retried_failed": len(retried[stage]), "to_run": len(missing)}
@@ -117,7 +119,7 @@ def _run_wave(config, planner: CallPlanner, source, wave, calls_root: str, secre
     if todo:
         _execute(config, calls, todo, source.resolved_model, secrets, calls_root)
     for stage in report:
-        drop_superseded_failures(stage_dir(calls_root, stage), retried[stage], RESULT_SCHEMA, key="call_id")
+        drop_superseded_failures(stage_dir(calls_root, stage), stale[stage], RESULT_SCHEMA, key="call_id")
         report[stage].update(_stage_outcome(calls_root, stage))
     return report
 
@@ -194,8 +196,9 @@ def _select(config, candidates_dir: str) -> dict:
     table = read_column(candidates_dir, columns, CANDIDATE_SCHEMA).sort_by("key")
     exact = table.column("exact_key").to_numpy()
     near = table.column("near_key").to_numpy() if c.dedup.normalized else None
-    bands = (np.array(table.column("bands").to_pylist(), dtype=np.int64).reshape(table.num_rows, c.dedup.bands)
-             if c.dedup.minhash else None)
+    # Straight from Arrow to one int64 matrix: millions of rows must not become Python ints.
+    bands = (table.column("bands").combine_chunks().flatten().to_numpy().reshape(table.num_rows, c.dedup.bands)
+             if c.dedup.minhash and table.num_rows else None)
     keep, removed = dedup_mask(exact, near, bands)
     keys = np.array(table.column("key").to_pylist(), dtype=object)[keep]
     sectors = np.array(table.column("sector").to_pylist(), dtype=object)[keep]

@@ -81,10 +81,12 @@ def read_column(out_dir: str, columns: list[str], schema: pa.Schema = DIALOGUE_S
 
 def drop_superseded_failures(out_dir: str, retried: set[str], schema: pa.Schema = DIALOGUE_SCHEMA,
                              key: str = "id") -> int:
-    """Remove the old ``failed:*`` rows of keys that were retried and now have a newer record.
+    """Keep one record per retried key: its newest success, else its newest failure; drop the other
+    ``failed:*`` rows.
 
-    Keeps "one record per input" after a re-run retries failures. Each touched shard is rewritten
-    atomically under its own name; reads only the key/status/started_at columns to decide.
+    Keeps "one record per input" after a re-run retries failures (whether the retry worked or failed
+    again). Each touched shard is rewritten atomically under its own name; reads only the
+    key/status/started_at columns to decide.
     """
     import pyarrow.compute as pc
 
@@ -92,19 +94,19 @@ def drop_superseded_failures(out_dir: str, retried: set[str], schema: pa.Schema 
         return 0
     filesystem, _ = filesystem_for(out_dir)
     columns = [key, "status", "started_at"]
-    newest: dict[str, float] = {}
+    best: dict[str, tuple[bool, float]] = {}  # key -> (succeeded, started_at) of the record to keep
     per_file = {}
     for path in _shard_paths(out_dir):
         table = pq.read_table(path, columns=columns, filesystem=filesystem)
         per_file[path] = table
         for id_, status, started in zip(*(table.column(c).to_pylist() for c in columns)):
-            if id_ in retried and not status.startswith("failed"):
-                newest[id_] = max(newest.get(id_, 0.0), started)
+            if id_ in retried:
+                best[id_] = max(best.get(id_, (False, float("-inf"))), (not status.startswith("failed"), started))
     remote = is_uri(out_dir)
     removed = 0
     for path, table in per_file.items():
-        ids, statuses = table.column(key).to_pylist(), table.column("status").to_pylist()
-        stale = [i in newest and st.startswith("failed") for i, st in zip(ids, statuses)]
+        rows = zip(*(table.column(c).to_pylist() for c in columns))
+        stale = [i in best and st.startswith("failed") and best[i] != (False, t) for i, st, t in rows]
         if not any(stale):
             continue
         full = pq.read_table(path, filesystem=filesystem, schema=schema)
