@@ -151,3 +151,16 @@ def test_stage_and_section_rules_are_reported_together():
         Construction.model_validate({"llm": LLM})
     stage = GenerateStage.model_validate({"construction": {"llm": LLM, "II": {"target": 3}}})
     assert stage.run_stages == ["construct"]
+
+
+def test_sector_three_near_duplicates_are_judged_on_the_instruction_not_the_shared_text():
+    config = construction(dedup={"minhash": True, "bands": 4})
+    text = " ".join(f"word{i}" for i in range(200))  # a long piece: any two joined texts look alike
+    material = {"material_id": "m1", "material_type": "Poems", "text": text, "url": "u", "source": "s",
+                "truncated": False, "tokens_before": 200}
+    (call,) = CallPlanner(config).material_calls(material)[:1]
+    made = CandidateBuilder(config, load_reference().templates)(
+        ok(call, ["Summarize the text in two sentences.", "Write a sequel to the text."]))
+    assert made[0]["near_key"] != made[1]["near_key"]
+    assert not set(zip(range(4), made[0]["bands"])) & set(zip(range(4), made[1]["bands"]))
+    assert "near_text" not in made[0]

@@ -62,7 +62,7 @@ def test_provenance_of_built_openings_is_merged_not_nested():
 
 @pytest.mark.parametrize("make, message", [
     (lambda p: p / "missing.jsonl", "does not exist"),
-    (lambda p: p, "no .jsonl / .json / .ndjson / .parquet files"),
+    (lambda p: p, "no .jsonl / .json / .ndjson / .jsonl.gz / .json.gz / .parquet files"),
 ])
 def test_missing_or_empty_inputs_are_clear_errors(tmp_path, make, message):
     with pytest.raises(ValueError, match=message):

@@ -72,12 +72,17 @@ class CandidateBuilder:
         template_id = ids[int(unit_hash(self.config.seed, "template", key) * len(ids))]
         text = self.templates[template_id].format(text=context["text"], instruction=item.strip())
         provenance.update(template_id=template_id, instruction=item.strip())
-        return _make("III", text, provenance, [context["material_type"], context["material_id"]])
+        made = _make("III", text, provenance, [context["material_type"], context["material_id"]])
+        # The piece dominates the text, so its 5 instructions would look alike to MinHash: compare
+        # what differs, the instruction, within the same piece.
+        made["near_text"] = f"{context['material_id']} {item.strip()}"
+        return made
 
     def _with_keys(self, candidate: dict) -> dict:
-        text = candidate["text"]
-        bands = self.minhash.band_keys(text).tolist() if self.minhash else []
-        return {**candidate, "exact_key": exact_key(text), "near_key": near_key(text), "bands": bands}
+        near_text = candidate.pop("near_text", candidate["text"])
+        bands = self.minhash.band_keys(near_text).tolist() if self.minhash else []
+        return {**candidate, "exact_key": exact_key(candidate["text"]), "near_key": near_key(near_text),
+                "bands": bands}
 
 
 def _make(sector: str, text: str, provenance: dict, group: list[str]) -> dict:
