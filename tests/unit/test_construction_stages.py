@@ -164,3 +164,19 @@ def test_sector_three_near_duplicates_are_judged_on_the_instruction_not_the_shar
     assert made[0]["near_key"] != made[1]["near_key"]
     assert not set(zip(range(4), made[0]["bands"])) & set(zip(range(4), made[1]["bands"]))
     assert "near_text" not in made[0]
+
+
+def test_dialogues_alone_reuse_the_built_openings_only_when_complete(tmp_path):
+    from ultrachat.config.schema import GenerateConfig
+    from ultrachat.errors import InputError
+    from ultrachat.generation.run import openings_input
+
+    role = {"chat": LLM["chat"]}
+    config = GenerateConfig.model_validate({"output_dir": str(tmp_path), "stages": ["dialogues"],
+                                            "construction": {"llm": LLM, "II": {"target": 1}},
+                                            "user": role, "assistant": role})
+    with pytest.raises(InputError, match="no _manifest.json"):
+        openings_input(config)
+    (tmp_path / "openings").mkdir()
+    (tmp_path / "openings" / "_manifest.json").write_text("{}")
+    assert openings_input(config).path == str(tmp_path / "openings")
