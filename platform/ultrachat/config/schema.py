@@ -14,6 +14,7 @@ from pydantic import Field
 
 from ultrachat.config.base import EnvVarName, LogLevel, ModelRef, Section
 from ultrachat.config.generation import GenerateStage
+from ultrachat.config.training import TrainStage
 
 
 class RaySettings(Section):
@@ -33,26 +34,6 @@ class JobSettings(Section):
     run_name: str | None = Field(default=None, description="shown in the Ray dashboard and log lines")
     log_level: LogLevel = "INFO"
     ray: RaySettings = RaySettings()
-
-
-# ------------------------------------------------------------------ training (filled in by issue 5)
-
-
-class TrainData(Section):
-    paths: list[str] = Field(min_length=1)
-    format: Literal["auto", "ultrachat", "sharegpt"] = "auto"
-
-
-class TrainStage(Section):
-    model: ModelRef
-    data: TrainData
-    max_seq_len: int = Field(default=2048, ge=16)
-    num_workers: int = Field(default=2, ge=1)
-    use_gpu: bool = False
-    zero_stage: Literal[0, 1, 2, 3] = 2
-    global_batch_size: int = Field(default=512, ge=1)
-    learning_rate: float = Field(default=1e-5, gt=0)
-    epochs: int = Field(default=3, ge=1)
 
 
 # ------------------------------------------------------------------- serving (filled in by issue 6)

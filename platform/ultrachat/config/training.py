@@ -1,0 +1,92 @@
+"""Config of fine-tuning (issue #5): data, tokenization, the DeepSpeed engine, schedule, checkpoints.
+
+Defaults are the UltraLLaMA recipe (../shared/ultrachat-reference.md section 4): 2048 tokens, global
+batch 512, AdamW lr 1e-5, cosine decay with 3% warmup, 3 epochs, grad clip 1.0. The global batch is
+stated once; gradient accumulation is derived from it, the micro batch and the number of workers.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ultrachat.config.base import ModelRef, Section
+
+
+class TrainData(Section):
+    paths: list[str] = Field(min_length=1, description="files or folders, local paths or URIs")
+    # auto: each record by its fields (messages / conversations / data); see training/dialogues.py.
+    format: Literal["auto", "ultrachat", "sharegpt"] = "auto"
+    eval_fraction: float = Field(default=0.0, ge=0, lt=0.5, description="held-out share for eval loss")
+    limit: int | None = Field(default=None, ge=1, description="use only the first N dialogues")
+
+
+class Lora(Section):
+    rank: int = Field(default=16, ge=1)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+    merge_on_export: bool = True  # merged weights serve anywhere; false saves the adapter for vLLM's LoRA
+
+
+class TrainStage(Section):
+    model: ModelRef
+    data: TrainData
+    # auto: the model's template when it marks assistant turns ({% generation %}), else the UltraChat
+    # format (User: ... </s>\nAssistant: ... </s>); ultrachat: always the UltraChat format.
+    chat_template: Literal["auto", "ultrachat", "model"] = "auto"
+    max_seq_len: int = Field(default=2048, ge=16)
+    packing: bool = False
+    num_workers: int = Field(default=2, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(default=1, gt=0)
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    # auto: bf16 on GPU, fp32 on CPU.
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    gradient_checkpointing: bool = False
+    global_batch_size: int = Field(default=512, ge=1)
+    micro_batch_size: int = Field(default=2, ge=1, description="examples per worker per forward pass")
+    learning_rate: float = Field(default=1e-5, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    warmup_ratio: float = Field(default=0.03, ge=0, lt=1)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    epochs: int = Field(default=3, ge=1)
+    log_every_steps: int = Field(default=10, ge=1)
+    eval_every_steps: int | None = Field(default=None, ge=1)
+    checkpoint_every_steps: int = Field(default=100, ge=1)
+    keep_checkpoints: int = Field(default=2, ge=1)
+    max_failures: int = Field(default=3, ge=0)
+    lora: Lora | None = None
+    seed: int = 0
+
+    @property
+    def gradient_accumulation_steps(self) -> int:
+        return self.global_batch_size // (self.micro_batch_size * self.num_workers)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainStage":
+        problems = []
+        per_step = self.micro_batch_size * self.num_workers
+        if self.global_batch_size % per_step:
+            below = self.global_batch_size // per_step * per_step
+            options = ", ".join(str(v) for v in (below, below + per_step) if v > 0)
+            problems.append(f"global_batch_size ({self.global_batch_size}) must be a multiple of micro_batch_size x "
+                            f"num_workers ({self.micro_batch_size} x {self.num_workers} = {per_step}); fix: use "
+                            f"{options}, or change micro_batch_size")
+        if self.offload_params and self.zero_stage != 3:
+            problems.append("offload_params needs zero_stage 3 (parameters are only partitioned there); fix: set "
+                            "zero_stage: 3 or offload_params: false")
+        if self.offload_optimizer and self.zero_stage == 0:
+            problems.append("offload_optimizer needs zero_stage 1, 2 or 3; fix: raise zero_stage")
+        if not self.use_gpu and self.precision in ("bf16", "fp16"):
+            problems.append(f"precision {self.precision} needs use_gpu: true (CPU training runs in fp32); fix: set "
+                            f"precision: auto")
+        if self.lora is not None and self.zero_stage == 3:
+            problems.append("lora with zero_stage 3 is not supported here (adapters on partitioned weights); fix: "
+                            "use zero_stage 2 with LoRA")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
