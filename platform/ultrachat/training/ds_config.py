@@ -1,0 +1,55 @@
+"""The DeepSpeed config of a training run, derived from the typed TrainStage (never written by hand).
+
+Batch sizes satisfy DeepSpeed's rule train_batch_size = micro x accumulation x world size, with the
+global batch stated once in our config. Schedule: DeepSpeed's WarmupCosineLR (linear warmup over
+``warmup_ratio`` of the steps, cosine decay to 0), the UltraLLaMA recipe's shape. On CPU the optimizer
+is torch's AdamW (``torch_adam``), which needs no compiled op; with optimizer offload DeepSpeed uses
+its CPU Adam, which it builds on first use (cache TORCH_EXTENSIONS_DIR).
+"""
+
+from __future__ import annotations
+
+import math
+
+from ultrachat.config.training import TrainStage
+
+
+def resolve_precision(stage: TrainStage) -> str:
+    return ("bf16" if stage.use_gpu else "fp32") if stage.precision == "auto" else stage.precision
+
+
+def total_steps(stage: TrainStage, num_examples: int) -> int:
+    """Optimizer steps over all epochs (a last partial global batch still makes a step)."""
+    return max(1, math.ceil(num_examples / stage.global_batch_size)) * stage.epochs
+
+
+def deepspeed_config(stage: TrainStage, world_size: int, steps: int) -> dict:
+    if world_size != stage.num_workers:
+        raise ValueError(f"world size {world_size} differs from num_workers {stage.num_workers}: the batch math "
+                         f"assumes one rank per worker")
+    precision = resolve_precision(stage)
+    zero: dict = {"stage": stage.zero_stage, "contiguous_gradients": True, "overlap_comm": stage.use_gpu}
+    if stage.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": stage.use_gpu}
+    if stage.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": stage.use_gpu}
+    if stage.zero_stage == 3:
+        # Export consolidates the partitioned weights into one state dict on rank 0.
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    return {
+        "train_batch_size": stage.global_batch_size,
+        "train_micro_batch_size_per_gpu": stage.micro_batch_size,
+        "gradient_accumulation_steps": stage.gradient_accumulation_steps,
+        "gradient_clipping": stage.max_grad_norm,
+        "zero_optimization": zero,
+        "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
+        "optimizer": {"type": "AdamW", "params": {
+            "lr": stage.learning_rate, "weight_decay": stage.weight_decay, "betas": [0.9, 0.95], "eps": 1e-8,
+            **({"torch_adam": True} if not stage.use_gpu and not stage.offload_optimizer else {})}},
+        "scheduler": {"type": "WarmupCosineLR", "params": {
+            "total_num_steps": steps, "warmup_num_steps": max(1, round(steps * stage.warmup_ratio)),
+            "warmup_type": "linear", "cos_min_ratio": 0.0}},
+        "steps_per_print": 10**9,  # we log per interval ourselves (loss, lr, grad norm, tokens/s)
+        "wall_clock_breakdown": False,
+    }
