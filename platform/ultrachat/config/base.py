@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from ultrachat.models.source import check_model_ref
 
@@ -33,3 +33,18 @@ def _check_env_var_name(value: str) -> str:
 EnvVarName = Annotated[str, AfterValidator(_check_env_var_name)]
 ModelRef = Annotated[str, AfterValidator(check_model_ref)]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class PoolResources(Section):
+    """A Ray Data actor pool: its size and what each actor reserves."""
+
+    min_actors: int = Field(default=1, ge=1)
+    max_actors: int = Field(default=1, ge=1)
+    num_cpus: float = Field(default=1, ge=0)
+    num_gpus: float = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.min_actors > self.max_actors:
+            raise ValueError(f"min_actors ({self.min_actors}) must not exceed max_actors ({self.max_actors})")
+        return self

@@ -12,23 +12,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ultrachat.config.base import ModelRef, Section
+from ultrachat.config.base import ModelRef, PoolResources, Section
 from ultrachat.config.chat import Role
-
-
-class PoolResources(Section):
-    """A Ray Data actor pool: its size and what each actor reserves."""
-
-    min_actors: int = Field(default=1, ge=1)
-    max_actors: int = Field(default=1, ge=1)
-    num_cpus: float = Field(default=1, ge=0)
-    num_gpus: float = Field(default=0, ge=0)
-
-    @model_validator(mode="after")
-    def _ordered(self):
-        if self.min_actors > self.max_actors:
-            raise ValueError(f"min_actors ({self.min_actors}) must not exceed max_actors ({self.max_actors})")
-        return self
 
 
 class CallPool(PoolResources):

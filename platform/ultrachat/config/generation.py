@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ultrachat.config.base import Section
+from ultrachat.config.base import PoolResources, Section
 from ultrachat.config.chat import Role
 from ultrachat.config.construction import Construction
 
@@ -55,24 +55,14 @@ class Filters(Section):
     repetition_max_share: float = Field(default=0.5, gt=0, le=1)
 
 
-class ActorPool(Section):
+class ActorPool(PoolResources):
     """The Ray Data actor pool that runs dialogues; each actor runs many dialogues at once."""
 
-    min_actors: int = Field(default=1, ge=1)
-    max_actors: int = Field(default=1, ge=1)
-    num_cpus: float = Field(default=1, ge=0)
-    num_gpus: float = Field(default=0, ge=0)
     # A batch is also a shard and the unit of resume; it returns when its slowest dialogue ends, so
     # small batches with many in flight keep an actor busy when round counts vary.
     dialogues_per_batch: int = Field(default=16, ge=1, description="Ray Data batch size")
     # Batches each actor works on at once; with dialogues_per_batch this bounds dialogues in flight.
     batches_in_flight: int = Field(default=8, ge=1)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "ActorPool":
-        if self.min_actors > self.max_actors:
-            raise ValueError(f"min_actors ({self.min_actors}) must not exceed max_actors ({self.max_actors})")
-        return self
 
 
 Stage = Literal["construct", "dialogues"]

@@ -32,7 +32,7 @@ from ultrachat.construction.sources import ConstructionInputs, load_inputs
 from ultrachat.construction.worker import ConstructionWorker
 from ultrachat.generation.progress import ProgressReporter, ProgressTracker
 from ultrachat.inputs import keep_rows
-from ultrachat.generation.sink import ShardSink, drop_superseded_failures, read_column
+from ultrachat.generation.sink import ShardSink, drop_superseded_failures, read_column, shard_paths
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def run_construction(config, secrets: dict[str, str]) -> dict:
     for wave in WAVES:
         stages.update(_run_wave(config, planner, source, wave, calls_root, secrets))
     candidates_dir = storage.join(config.output_dir, CANDIDATES_DIR)
-    made = _write_candidates(config, calls_root, candidates_dir)
+    made = _write_candidates(config, source.templates, calls_root, candidates_dir)
     selection = _select(config, candidates_dir)
     openings_dir = storage.join(config.output_dir, OPENINGS_DIR)
     _write_openings(candidates_dir, openings_dir, selection.pop("chosen_keys"), selection)
@@ -84,7 +84,7 @@ def wave_calls(planner: CallPlanner, source: ConstructionInputs, wave: tuple[str
             parts.append(source.materials.flat_map(planner.material_calls))
     else:
         for parent in sorted({PARENT[s] for s in wave if planner.items_per_parent(s)}):
-            if read_column(stage_dir(calls_root, parent), ["call_id"], RESULT_SCHEMA).num_rows:
+            if shard_paths(stage_dir(calls_root, parent)):
                 parts.append(ray.data.read_parquet(stage_dir(calls_root, parent), schema=RESULT_SCHEMA,
                                                    file_extensions=["parquet"]).flat_map(planner.child_calls))
     if not parts:
@@ -167,13 +167,13 @@ def _stage_outcome(calls_root: str, stage: str) -> dict:
     return out
 
 
-def _write_candidates(config, calls_root: str, candidates_dir: str) -> dict:
+def _write_candidates(config, templates: dict[str, str], calls_root: str, candidates_dir: str) -> dict:
     c = config.construction
     refined = stored_status(calls_root, "refined_instructions") if c.II else {}
-    builder = CandidateBuilder(c, source_templates(config), {i for i, s in refined.items() if s == "ok"})
+    builder = CandidateBuilder(c, templates, {i for i, s in refined.items() if s == "ok"})
     parts = [ray.data.read_parquet(stage_dir(calls_root, s), schema=RESULT_SCHEMA, file_extensions=["parquet"])
              .flat_map(builder) for s in OPENING_STAGES
-             if read_column(stage_dir(calls_root, s), ["call_id"], RESULT_SCHEMA).num_rows]
+             if shard_paths(stage_dir(calls_root, s))]
     filesystem, path = storage.filesystem_for(candidates_dir)
     filesystem.delete_dir_contents(path, missing_dir_ok=True)  # derived from the results: rebuilt whole
     if parts:
@@ -181,12 +181,6 @@ def _write_candidates(config, calls_root: str, candidates_dir: str) -> dict:
             ShardSink(candidates_dir, CANDIDATE_SCHEMA, key="key"))
     table = read_column(candidates_dir, ["sector"], CANDIDATE_SCHEMA)
     return {f"sector_{k}": v for k, v in sorted(Counter(table.column("sector").to_pylist()).items())}
-
-
-def source_templates(config) -> dict[str, str]:
-    from ultrachat.construction.reference import load_reference
-
-    return load_reference(config.construction.reference).templates
 
 
 def _select(config, candidates_dir: str) -> dict:

@@ -118,6 +118,7 @@ class ConstructionInputs:
     material_types: list[str]
     materials: Any  # Ray Dataset of the sampled sector-III pieces (MATERIAL_SCHEMA rows), or None
     resolved_model: str | None  # the construction LLM's local dir / hub id when it runs on vLLM
+    templates: dict[str, str]  # the reference's sector-III templates (id -> template)
     stats: dict = field(default_factory=dict)
 
 
@@ -146,7 +147,7 @@ def load_inputs(config) -> ConstructionInputs:
         tokenizer = resolve_model(c.III.tokenizer, key="construction.III.tokenizer") if c.III.tokenizer else resolved
         materials = _load_materials(c.III, reference, tokenizer, c.seed, stats)
     stats.update(meta_topics=len(meta_topics), material_types=len(types))
-    return ConstructionInputs(meta_topics, entities, types, materials, resolved, stats)
+    return ConstructionInputs(meta_topics, entities, types, materials, resolved, reference.templates, stats)
 
 
 def _report_bad(kind: str, rows: list[dict]) -> None:

@@ -71,7 +71,7 @@ def read_column(out_dir: str, columns: list[str], schema: pa.Schema = DIALOGUE_S
     """Only ``columns`` of every finished shard (cheap: Parquet reads just those columns)."""
     import pyarrow.dataset as ds
 
-    paths = _shard_paths(out_dir)
+    paths = shard_paths(out_dir)
     if not paths:
         return pa.table({c: pa.array([], schema.field(c).type) for c in columns})
     filesystem, _ = filesystem_for(out_dir)
@@ -96,7 +96,7 @@ def drop_superseded_failures(out_dir: str, retried: set[str], schema: pa.Schema 
     columns = [key, "status", "started_at"]
     best: dict[str, tuple[bool, float]] = {}  # key -> (succeeded, started_at) of the record to keep
     per_file = {}
-    for path in _shard_paths(out_dir):
+    for path in shard_paths(out_dir):
         table = pq.read_table(path, columns=columns, filesystem=filesystem)
         per_file[path] = table
         for id_, status, started in zip(*(table.column(c).to_pylist() for c in columns)):
@@ -119,7 +119,7 @@ def drop_superseded_failures(out_dir: str, retried: set[str], schema: pa.Schema 
     return removed
 
 
-def _shard_paths(out_dir: str) -> list[str]:
+def shard_paths(out_dir: str) -> list[str]:
     from pyarrow import fs
 
     filesystem, root = filesystem_for(out_dir)
