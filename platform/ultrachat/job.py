@@ -25,9 +25,9 @@ RESOLVED_CONFIG_NAME = "resolved_config.yaml"
 # job -> "module:function" taking (config) and returning its counts; or the issue it lands with.
 _RUNNERS: dict[str, str] = {
     "generate": "ultrachat.generation.run:run_generate",
+    "train": "ultrachat.training.run:run_train",
 }
 _PENDING: dict[str, str] = {
-    "train": "fine-tuning on Ray Train + DeepSpeed (issue #5)",
     "serve": "serving on Ray Serve + vLLM (issue #6)",
     "pipeline": "the end-to-end pipeline (issue #7)",
 }

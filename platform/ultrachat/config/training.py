@@ -58,6 +58,7 @@ class TrainStage(Section):
     eval_every_steps: int | None = Field(default=None, ge=1)
     checkpoint_every_steps: int = Field(default=100, ge=1)
     keep_checkpoints: int = Field(default=2, ge=1)
+    tensorboard: bool = False  # also write the interval metrics to output_dir/tensorboard (local output_dir)
     max_failures: int = Field(default=3, ge=0)
     lora: Lora | None = None
     seed: int = 0

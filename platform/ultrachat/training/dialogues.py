@@ -16,13 +16,19 @@ _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assista
                    "chatgpt": "assistant", "bard": "assistant", "system": "system"}
 
 
-def normalize_dialogue(record: Any) -> tuple[list[dict] | None, str]:
-    """(messages, "") for a usable record, else (None, reason)."""
+_FIELDS = {"auto": ("messages", "conversations", "data"), "ultrachat": ("messages", "data"),
+           "sharegpt": ("conversations",)}
+
+
+def normalize_dialogue(record: Any, fmt: str = "auto") -> tuple[list[dict] | None, str]:
+    """(messages, "") for a usable record, else (None, reason). ``fmt`` (train.data.format) limits
+    which fields count: ultrachat = messages / data, sharegpt = conversations, auto = any."""
     if not isinstance(record, dict):
         return None, "not_an_object"
     status = record.get("status")
     if status is not None and status != "kept":
         return None, "status_not_kept"
+    record = {key: record[key] for key in _FIELDS[fmt] if key in record}
     if isinstance(record.get("messages"), list):
         turns = [(m.get("role"), m.get("content")) if isinstance(m, dict) else (None, None) for m in record["messages"]]
     elif isinstance(record.get("conversations"), list):

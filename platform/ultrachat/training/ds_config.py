@@ -10,6 +10,7 @@ its CPU Adam, which it builds on first use (cache TORCH_EXTENSIONS_DIR).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from ultrachat.config.training import TrainStage
 
@@ -18,9 +19,31 @@ def resolve_precision(stage: TrainStage) -> str:
     return ("bf16" if stage.use_gpu else "fp32") if stage.precision == "auto" else stage.precision
 
 
-def total_steps(stage: TrainStage, num_examples: int) -> int:
-    """Optimizer steps over all epochs (a last partial global batch still makes a step)."""
-    return max(1, math.ceil(num_examples / stage.global_batch_size)) * stage.epochs
+@dataclass(frozen=True)
+class Schedule:
+    """How many rows, micro-batches and optimizer steps each rank sees per epoch."""
+
+    rows_per_rank: int
+    micro_batches_per_epoch: int
+    steps_per_epoch: int
+    epochs: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+
+def schedule(stage: TrainStage, num_rows: int) -> Schedule:
+    """Ray Train splits the rows evenly over the ranks (``equal=True``: the last ``num_rows % num_workers``
+    rows of an epoch wait for the next run, as in DistributedSampler with drop_last). A last partial
+    accumulation still makes an optimizer step, so no row of a rank's shard goes untrained."""
+    rows = num_rows // stage.num_workers
+    micro = math.ceil(rows / stage.micro_batch_size)
+    return Schedule(rows, micro, max(1, math.ceil(micro / stage.gradient_accumulation_steps)), stage.epochs)
+
+
+def total_steps(stage: TrainStage, num_rows: int) -> int:
+    return schedule(stage, num_rows).total_steps
 
 
 def deepspeed_config(stage: TrainStage, world_size: int, steps: int) -> dict:

@@ -1,0 +1,190 @@
+"""The per-worker training loop Ray Train runs: a DeepSpeed engine over this rank's data shard.
+
+Every micro-batch sets DeepSpeed's accumulation boundary explicitly (every
+``gradient_accumulation_steps`` micro-batches, and at the end of an epoch so a short last step still
+updates), so optimizer steps line up with the schedule the driver computed. Metrics are reported
+through ``ray.train.report`` once per ``log_every_steps`` (each report is a barrier costing ~2 s on
+small machines; per step it would dominate) and with a checkpoint every ``checkpoint_every_steps``
+and at the end. On restart (a failed worker, or the job re-run) the engine state and the data
+position come from the latest checkpoint: each rank skips the micro-batches of the epoch it has
+already trained on, which is exact because the shard order is deterministic (``preserve_order``,
+seeded local shuffle).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import tempfile
+from pathlib import Path
+
+from ultrachat.training import checkpoints
+from ultrachat.training.checkpoints import TrainerState
+from ultrachat.training.examples import IGNORE_INDEX
+
+logger = logging.getLogger(__name__)
+
+# Test hook (tests/integration/test_training.py): "STEP:MARKER_FILE" SIGKILLs the last rank's worker
+# process once, when it reaches optimizer step STEP, to exercise resume after a worker failure.
+FAULT_ENV = "ULTRACHAT_TRAIN_KILL_WORKER_AT_STEP"
+
+
+def collate(batch: dict, pad_id: int):
+    """Right-pad a micro-batch to its longest row. Padding gets positions restarting at 0, so with no
+    attention mask transformers treats it as a separate sequence (see training/packing.py)."""
+    import torch
+
+    rows = list(zip(batch["input_ids"], batch["labels"], batch["position_ids"]))
+    width = max(len(ids) for ids, _, _ in rows)
+    ids_out = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels_out = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    positions_out = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (ids, labels, positions) in enumerate(rows):
+        n = len(ids)
+        ids_out[i, :n] = torch.as_tensor(ids)
+        labels_out[i, :n] = torch.as_tensor(labels)
+        positions_out[i, :n] = torch.as_tensor(positions)
+        positions_out[i, n:] = torch.arange(width - n)
+    return {"input_ids": ids_out, "labels": labels_out, "position_ids": positions_out,
+            "num_tokens": int(sum(int(t) for t in batch["num_tokens"]))}
+
+
+def micro_batches(shard, micro_batch_size: int, pad_id: int, seed: int):
+    for batch in shard.iter_batches(batch_size=micro_batch_size, batch_format="numpy", drop_last=False,
+                                    local_shuffle_buffer_size=max(64, 8 * micro_batch_size),
+                                    local_shuffle_seed=seed):
+        yield collate(batch, pad_id)
+
+
+def forward_loss(engine, batch):
+    device = engine.device
+    out = engine(input_ids=batch["input_ids"].to(device), position_ids=batch["position_ids"].to(device),
+                 labels=batch["labels"].to(device), use_cache=False)
+    return out.loss
+
+
+def evaluate(engine, shard, micro_batch_size: int, pad_id: int) -> float | None:
+    """Mean loss per trained token over this eval shard, all-reduced over the ranks."""
+    import torch
+    import torch.distributed as dist
+
+    engine.eval()
+    totals = torch.zeros(2, dtype=torch.float64)
+    with torch.no_grad():
+        for batch in micro_batches(shard, micro_batch_size, pad_id, seed=0):
+            tokens = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+            totals += torch.tensor([float(forward_loss(engine, batch)) * tokens, tokens], dtype=torch.float64)
+    engine.train()
+    if dist.is_initialized():
+        dist.all_reduce(totals)
+    return float(totals[0] / totals[1]) if totals[1] else None
+
+
+def train_loop_per_worker(cfg: dict) -> None:
+    import deepspeed
+    import ray.train
+    import torch
+
+    from ultrachat.config.training import TrainStage
+    from ultrachat.logs import setup_logging
+    from ultrachat.training.export import export_model
+    from ultrachat.training.metrics import IntervalMeter, MetricsLog
+    from ultrachat.training.model import count_parameters, load_model
+
+    setup_logging(cfg["log_level"], job=f"train:{cfg['run_name']}")
+    stage = TrainStage.model_validate(cfg["stage"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.manual_seed(stage.seed)
+    model, _keep_alive = load_model(stage, cfg["model_dir"], cfg["deepspeed"], cfg["precision"])
+    engine, *_ = deepspeed.initialize(model=model, config=cfg["deepspeed"],
+                                      model_parameters=[p for p in model.parameters() if p.requires_grad])
+    state = TrainerState()
+    restored = ray.train.get_checkpoint()
+    if restored:
+        with restored.as_directory() as local:
+            state = checkpoints.load(engine, local)
+        logger.info("rank %d resumed at step %d (epoch %d, micro-batch %d)", rank, state.step, state.epoch,
+                    state.micro_in_epoch)
+    plan, accumulation = cfg["schedule"], stage.gradient_accumulation_steps
+    train_shard = ray.train.get_dataset_shard("train")
+    eval_shard = ray.train.get_dataset_shard("eval") if cfg["has_eval"] else None
+    device_name = torch.cuda.get_device_name() if stage.use_gpu and torch.cuda.is_available() else None
+    meter = IntervalMeter(count_parameters(engine.module), world, device_name)
+    log = MetricsLog(cfg["output_dir"] if rank == 0 else None, cfg["tensorboard"])
+    fault = _fault_plan(rank, world)
+    pad_id = cfg["pad_id"]
+
+    while state.step < plan["total_steps"]:
+        skip = state.micro_in_epoch
+        for micro, batch in enumerate(micro_batches(train_shard, stage.micro_batch_size, pad_id,
+                                                    seed=stage.seed + state.epoch)):
+            if micro < skip:
+                continue  # trained on before the restart
+            last_of_epoch = micro + 1 == plan["micro_batches_per_epoch"]
+            engine.set_gradient_accumulation_boundary((micro + 1) % accumulation == 0 or last_of_epoch)
+            loss = forward_loss(engine, batch)
+            engine.backward(loss)
+            engine.step()
+            meter.add(float(loss), batch["num_tokens"])
+            state.micro_in_epoch = micro + 1
+            if not ((micro + 1) % accumulation == 0 or last_of_epoch):
+                continue
+            state.step += 1
+            if last_of_epoch:
+                state.epoch, state.micro_in_epoch = state.epoch + 1, 0
+            _maybe_fault(fault, state.step)
+            _report_if_due(engine, stage, state, meter, log, eval_shard, pad_id, rank, plan["total_steps"])
+            if last_of_epoch or state.step >= plan["total_steps"]:
+                break
+        else:  # the shard ended before the planned micro-batches (cannot happen with equal splits)
+            raise RuntimeError(f"rank {rank}: epoch {state.epoch} ended after {state.micro_in_epoch} micro-batches, "
+                               f"{plan['micro_batches_per_epoch']} were planned")
+
+    info = {"steps": state.step, "epochs": state.epoch, "tokens": state.tokens, "model": stage.model,
+            "chat_template": cfg["chat_template_source"], "prepared_data": cfg["prepared_fingerprint"]}
+    export_model(engine, stage, cfg["model_dir"], cfg["chat_template"], cfg["export_dir"], rank, info)
+
+
+def _report_if_due(engine, stage, state, meter, log, eval_shard, pad_id, rank, total_steps) -> None:
+    import ray.train
+
+    final = state.step >= total_steps
+    due_log = state.step % stage.log_every_steps == 0 or final
+    due_checkpoint = state.step % stage.checkpoint_every_steps == 0 or final
+    due_eval = eval_shard is not None and (final or (stage.eval_every_steps and
+                                                     state.step % stage.eval_every_steps == 0))
+    if not (due_log or due_checkpoint or due_eval):
+        return
+    metrics = meter.close(engine.device)
+    state.tokens += metrics["interval_tokens"]
+    grad_norm = engine.get_global_grad_norm()
+    metrics.update(step=state.step, epoch=state.epoch, learning_rate=engine.get_lr()[0], tokens=state.tokens,
+                   grad_norm=float(grad_norm) if grad_norm is not None else float("nan"))
+    if due_eval:
+        metrics["eval_loss"] = evaluate(engine, eval_shard, stage.micro_batch_size, pad_id)
+    if rank == 0:
+        log.write(state.step, metrics)
+    if not due_checkpoint:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="ultrachat-ckpt-") as local:
+        checkpoints.save(engine, state, local, rank)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(local),
+                         checkpoint_dir_name=checkpoints.checkpoint_dir_name(state.step))
+
+
+def _fault_plan(rank: int, world: int) -> tuple[int, Path] | None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec or rank != world - 1:
+        return None
+    step, _, marker = spec.partition(":")
+    return int(step), Path(marker)
+
+
+def _maybe_fault(fault, step: int) -> None:
+    if fault and step == fault[0] and not fault[1].exists():
+        fault[1].write_text(f"killed at step {step}\n")
+        logger.warning("fault injection: killing this worker (pid %d) at step %d", os.getpid(), step)
+        os.kill(os.getpid(), signal.SIGKILL)

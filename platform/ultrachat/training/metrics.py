@@ -1,0 +1,83 @@
+"""Per-interval training metrics: loss, learning rate, grad norm, tokens/s and, on GPU, MFU.
+
+Ranks sum their token counts and losses with one all-reduce per interval, so every rank reports the
+same numbers (Ray Train attaches rank 0's to checkpoints; the dashboard shows them). MFU uses the
+usual 6 x parameters FLOPs per trained token (forward + backward) against the GPU's dense peak.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+# Dense bf16/fp16 peak FLOP/s per GPU, matched against torch.cuda.get_device_name().
+_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12,
+               "V100": 125e12}
+
+
+def peak_flops(device_name: str | None) -> float | None:
+    if not device_name:
+        return None
+    return next((flops for key, flops in _PEAK_FLOPS.items() if key in device_name), None)
+
+
+class IntervalMeter:
+    """Accumulates one logging interval on one rank; ``close`` all-reduces and starts the next."""
+
+    def __init__(self, num_parameters: int, world_size: int, device_name: str | None):
+        self.num_parameters, self.world_size = num_parameters, world_size
+        self.peak = peak_flops(device_name)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.loss_sum, self.micro_batches, self.tokens, self.started = 0.0, 0, 0, time.perf_counter()
+
+    def add(self, loss: float, tokens: int) -> None:
+        self.loss_sum += loss
+        self.micro_batches += 1
+        self.tokens += tokens
+
+    def close(self, device) -> dict:
+        import torch
+        import torch.distributed as dist
+
+        totals = torch.tensor([self.loss_sum, self.micro_batches, self.tokens], dtype=torch.float64, device=device)
+        if dist.is_initialized():
+            dist.all_reduce(totals)
+        seconds = max(time.perf_counter() - self.started, 1e-9)
+        loss_sum, micro_batches, tokens = totals.tolist()
+        metrics = {"loss": loss_sum / max(micro_batches, 1), "tokens_per_s": tokens / seconds,
+                   "interval_tokens": int(tokens)}
+        if self.peak:
+            metrics["mfu"] = 6 * self.num_parameters * metrics["tokens_per_s"] / (self.peak * self.world_size)
+        self._reset()
+        return metrics
+
+
+class MetricsLog:
+    """Rank 0's record of every interval: ``metrics.jsonl`` (local output dirs) and optional TensorBoard."""
+
+    def __init__(self, output_dir: str | None, tensorboard: bool):
+        self.path = Path(output_dir, "metrics.jsonl") if output_dir and "://" not in output_dir else None
+        self.writer = None
+        if tensorboard and self.path is not None:
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(str(Path(output_dir, "tensorboard")))
+
+    def write(self, step: int, metrics: dict) -> None:
+        parts = [f"step {step}"] + [f"{k} {v:.4g}" for k, v in metrics.items() if k not in ("step", "epoch")]
+        logger.info(" | ".join(parts))
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as out:
+                out.write(json.dumps({"step": step, **metrics}) + "\n")
+        if self.writer is not None:
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"train/{key}", value, step)
+            self.writer.flush()

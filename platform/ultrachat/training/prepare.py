@@ -1,0 +1,163 @@
+"""Preparing the training data once per content: dialogue files -> tokenized example rows on storage.
+
+A Ray Data pass (read the files -> ``ExampleBuilder`` actors -> Parquet under
+``output_dir/prepared/<fingerprint>/kind=train|eval``) that runs before any training worker starts,
+so an empty data set, one where nothing fits ``max_seq_len``, or too few examples for the workers
+fail early with the counts that explain why. The fingerprint covers the input files (path, size,
+mtime), the tokenizer, the chat template and every setting that changes the rows, so a re-run reuses
+the prepared rows and any change prepares them afresh. The training workers then stream these rows
+(``get_dataset_shard``); nothing passes through the driver but the per-batch counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from ultrachat import storage
+from ultrachat.config.training import TrainStage
+from ultrachat.errors import InputError
+from ultrachat.inputs import list_input_files, read_records
+from ultrachat.training.builder import KIND_EVAL, KIND_STATS, KIND_TRAIN, ExampleBuilder, record_row
+
+logger = logging.getLogger(__name__)
+
+PREPARED_DIR = "prepared"
+MANIFEST = "_manifest.json"
+_VERSION = 1  # bump when the row layout changes, so old prepared rows are never reused
+_BATCH_RECORDS = 128
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    root: str
+    fingerprint: str
+    train_rows: int
+    eval_rows: int
+    counts: dict
+
+    @property
+    def train_dir(self) -> str:
+        return storage.join(self.root, f"kind={KIND_TRAIN}")
+
+    @property
+    def eval_dir(self) -> str | None:
+        return storage.join(self.root, f"kind={KIND_EVAL}") if self.eval_rows else None
+
+
+def data_files(stage: TrainStage) -> list[str]:
+    files: list[str] = []
+    for index, path in enumerate(stage.data.paths):
+        files += list_input_files(path, "auto", key=f"data.paths[{index}]")
+    return files
+
+
+def fingerprint(stage: TrainStage, files: list[str], model_dir: str, chat_template: str) -> str:
+    described = []
+    for path in files:
+        filesystem, inner = storage.filesystem_for(path)
+        info = filesystem.get_file_info(inner)
+        described.append([path, info.size, info.mtime_ns])
+    tokenizer_files = sorted(p for p in Path(model_dir).glob("tokenizer*") if p.is_file()) \
+        if Path(model_dir).is_dir() else []
+    key = {"version": _VERSION, "files": described, "template": chat_template, "model": model_dir,
+           "tokenizer": [hashlib.sha1(p.read_bytes()).hexdigest() for p in tokenizer_files],
+           "data": stage.data.model_dump(exclude={"paths"}), "max_seq_len": stage.max_seq_len,
+           "packing": stage.packing}
+    return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def prepare_data(stage: TrainStage, output_dir: str, model_dir: str, chat_template: str,
+                 builders: int = 1) -> PreparedData:
+    """Tokenized rows for ``stage`` (reused when already prepared), checked to be trainable."""
+    files = data_files(stage)
+    fp = fingerprint(stage, files, model_dir, chat_template)
+    root = storage.join(output_dir, PREPARED_DIR, fp)
+    manifest_path = storage.join(root, MANIFEST)
+    if _exists(manifest_path):
+        prepared = PreparedData(**json.loads(storage.read_text(manifest_path)))
+        logger.info("reusing prepared data %s (%d train rows, %d eval rows)", root, prepared.train_rows,
+                    prepared.eval_rows)
+    else:
+        prepared = _build(stage, files, fp, root, model_dir, chat_template, builders)
+        if prepared.train_rows:
+            storage.write_text(manifest_path, json.dumps(prepared.__dict__, indent=1))
+    _check_trainable(stage, prepared, len(files))
+    return prepared
+
+
+def _build(stage, files, fp, root, model_dir, chat_template, builders) -> PreparedData:
+    import ray
+
+    _remove(root)  # a pass that died midway left rows without a manifest: start clean
+    logger.info("preparing %d data file(s) into %s (max_seq_len %d, packing %s)", len(files), root,
+                stage.max_seq_len, stage.packing)
+    records = read_records(files, record_row)
+    if stage.data.limit:
+        records = records.limit(stage.data.limit)
+    rows = records.map_batches(
+        ExampleBuilder, batch_size=_BATCH_RECORDS, num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, builders)),
+        fn_constructor_kwargs=dict(model_dir=model_dir, chat_template=chat_template,
+                                   max_seq_len=stage.max_seq_len, packing=stage.packing,
+                                   eval_fraction=stage.data.eval_fraction, data_format=stage.data.format))
+    rows.write_parquet(root, partition_cols=["kind"])
+    counts = _sum_stats(root)
+    return PreparedData(root=root, fingerprint=fp, train_rows=counts.get("train_rows", 0),
+                        eval_rows=counts.get("eval_rows", 0), counts=counts)
+
+
+def _sum_stats(root: str) -> dict:
+    import pyarrow.dataset as pads
+
+    filesystem, inner = storage.filesystem_for(storage.join(root, f"kind={KIND_STATS}"))
+    total: Counter = Counter()
+    if filesystem.get_file_info(inner).type.name == "NotFound":
+        return {}
+    table = pads.dataset(inner, filesystem=filesystem, format="parquet").to_table(columns=["stats"])
+    for text in table.column("stats").to_pylist():
+        total.update(json.loads(text))
+    return dict(sorted(total.items()))
+
+
+def _check_trainable(stage: TrainStage, prepared: PreparedData, num_files: int) -> None:
+    counts = prepared.counts
+    skipped = {k: v for k, v in counts.items() if k.startswith("skipped_") and v}
+    if prepared.train_rows == 0:
+        if not counts.get("records"):
+            raise InputError(f"data.paths: the {num_files} data file(s) hold no records. Fix: point data.paths "
+                             f"to the generation output (dialogues/) or JSONL/Parquet dialogue records")
+        if counts.get("skipped_no_trainable_tokens") and not counts.get("examples"):
+            raise InputError(f"max_seq_len: every example is too long: in all {counts['records']} records the "
+                             f"assistant's tokens start after token {stage.max_seq_len}, so nothing is left to "
+                             f"train ({skipped}). Fix: raise max_seq_len, or give shorter dialogues")
+        raise InputError(f"data.paths: no trainable dialogue in {counts.get('records', 0)} records ({skipped}). "
+                         f"Fix: give records with 'messages' ({{role, content}}), 'conversations' "
+                         f"({{from, value}}) or 'data' (alternating texts), with status 'kept' if they have one; "
+                         f"check data.format")
+    if prepared.train_rows < stage.num_workers:
+        raise InputError(f"num_workers: {prepared.train_rows} training rows cannot feed {stage.num_workers} "
+                         f"workers (each needs at least one). Fix: lower num_workers or add data")
+    if skipped:
+        logger.warning("skipped records: %s (counted; the rest train)", skipped)
+    if counts.get("truncated_rounds"):
+        logger.warning("%d single rounds were longer than max_seq_len %d and were truncated to it",
+                       counts["truncated_rounds"], stage.max_seq_len)
+    if stage.data.eval_fraction and not prepared.eval_rows:
+        logger.warning("data.eval_fraction %.3f held out no dialogue (too few); eval loss is off",
+                       stage.data.eval_fraction)
+
+
+def _exists(path: str) -> bool:
+    filesystem, inner = storage.filesystem_for(path)
+    return filesystem.get_file_info(inner).type.name != "NotFound"
+
+
+def _remove(path: str) -> None:
+    filesystem, inner = storage.filesystem_for(path)
+    if filesystem.get_file_info(inner).type.name != "NotFound":
+        filesystem.delete_dir(inner)
