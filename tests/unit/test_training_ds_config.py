@@ -68,3 +68,12 @@ def test_schedule_and_cpu_optimizer():
     assert config["optimizer"]["params"]["torch_adam"] is True and not config["bf16"]["enabled"]
     with pytest.raises(ValueError, match="differs from num_workers"):
         deepspeed_config(stage, 3, 9)
+
+
+def test_schedule_splits_rows_evenly_and_keeps_a_short_last_step():
+    from ultrachat.training.ds_config import schedule
+
+    stage = TrainStage.model_validate({**BASE, "global_batch_size": 8, "num_workers": 2, "micro_batch_size": 2})
+    plan = schedule(stage, 21)  # 10 rows per rank (1 waits), 5 micro-batches, accumulation 2
+    assert (plan.rows_per_rank, plan.micro_batches_per_epoch, plan.steps_per_epoch) == (10, 5, 3)
+    assert schedule(stage, 2).total_steps == 3  # one row per rank still makes one step per epoch

@@ -97,6 +97,9 @@ def train_loop_per_worker(cfg: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.manual_seed(stage.seed)
+    # Ray Train already made the torch process group; DeepSpeed's comm wraps it. Needed before the model
+    # loads: under ZeRO-3 zero.Init and the config parser read the world size from it.
+    deepspeed.init_distributed(dist_backend="nccl" if stage.use_gpu else "gloo", auto_mpi_discovery=False)
     model, _keep_alive = load_model(stage, cfg["model_dir"], cfg["deepspeed"], cfg["precision"])
     engine, *_ = deepspeed.initialize(model=model, config=cfg["deepspeed"],
                                       model_parameters=[p for p in model.parameters() if p.requires_grad])

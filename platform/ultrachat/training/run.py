@@ -47,12 +47,12 @@ def run_train(config: TrainConfig) -> dict:
     export_dir = storage.join(output_dir, EXPORT_DIR)
     counts = {"data": prepared.counts, "train_rows": prepared.train_rows, "eval_rows": prepared.eval_rows,
               "total_steps": plan.total_steps, "export_dir": export_dir}
+    _check_room_for_data(config, ray.cluster_resources())
+    found = checkpoints.check_resumable(output_dir, checkpoints.run_signature(config, model_dir))
     done = read_export_manifest(export_dir)
     if done and done.get("prepared_data") == prepared.fingerprint and done.get("steps") == plan.total_steps:
         logger.info("%s already holds this run's model (step %d); nothing to train", export_dir, done["steps"])
         return {**counts, "already_exported": True}
-    _check_room_for_data(config, ray.cluster_resources())
-    found = checkpoints.check_resumable(output_dir, checkpoints.run_signature(config, model_dir))
     logger.info("schedule: %d rows -> %d per rank, %d micro-batches and %d optimizer steps per epoch, %d steps "
                 "(global batch %d = %d micro x %d accumulation x %d workers)", prepared.train_rows,
                 plan.rows_per_rank, plan.micro_batches_per_epoch, plan.steps_per_epoch, plan.total_steps,

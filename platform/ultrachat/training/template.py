@@ -8,6 +8,7 @@ the UltraChat format. The chosen template is saved with the export, so serving r
 
 from __future__ import annotations
 
+from ultrachat.errors import InputError
 from ultrachat.models.chat_template import ULTRACHAT_CHAT_TEMPLATE
 
 
@@ -24,7 +25,7 @@ def resolve_chat_template(tokenizer, mode: str, model_ref: str) -> tuple[str, st
         return own, "model"
     if mode == "model":
         problem = "has no chat template" if not own else "has a chat template without {% generation %} markers"
-        raise ValueError(f"model: {model_ref} {problem}, so assistant tokens cannot be told apart for the loss. "
+        raise InputError(f"model: {model_ref} {problem}, so assistant tokens cannot be told apart for the loss. "
                          f"Fix: set chat_template: ultrachat (the UltraChat format) or auto")
     return ULTRACHAT_CHAT_TEMPLATE, "ultrachat (the model's own template has no {% generation %} markers)" \
         if own else "ultrachat (the model has no chat template)"

@@ -1,0 +1,205 @@
+"""The train job end to end on the session's Ray head: Ray Data preparation, TorchTrainer with real
+DeepSpeed (ZeRO-2 and ZeRO-3, gloo, fp32), checkpoints, a worker killed midway, re-runs, the export
+loaded by transformers and generated from by vLLM CPU, and bad inputs refused before any worker."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ultrachat.models.tiny import corpus_dialogues
+
+REPO = Path(__file__).resolve().parents[2]
+FAULT_ENV = "ULTRACHAT_TRAIN_KILL_WORKER_AT_STEP"
+
+
+def run_train(config: Path, *overrides, env_extra=None, timeout=900):
+    env = {**os.environ, **(env_extra or {})}
+    done = subprocess.run([sys.executable, str(REPO / "jobs" / "train.py"), "--config", str(config), *overrides],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    lines = [line for line in done.stdout.strip().splitlines() if line.startswith("{")]
+    return done.returncode, (json.loads(lines[-1]) if lines else None), done.stderr
+
+
+def write_data(path: Path, count: int = 60) -> Path:
+    """Generation-style records (kept and filtered), ShareGPT records and one malformed line."""
+    lines = []
+    for i, messages in enumerate(corpus_dialogues()[:count]):
+        if i % 3 == 2:
+            turns = [{"from": "human" if m["role"] == "user" else "gpt", "value": m["content"]} for m in messages]
+            lines.append(json.dumps({"conversations": turns}))
+        else:
+            lines.append(json.dumps({"id": str(i), "messages": messages, "status": "kept"}))
+    lines.append(json.dumps({"id": "f", "messages": corpus_dialogues()[0], "status": "filtered:too_short"}))
+    lines.append("{not json")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def train_config(tmp_path: Path, data_path: Path, eval_fraction: float = 0.0, **extra) -> Path:
+    config = {"output_dir": str(tmp_path / "out"), "run_name": "test-train", "model": "tiny:small",
+              "data": {"paths": [str(data_path)], "eval_fraction": eval_fraction}, "max_seq_len": 256, "num_workers": 2, "cpus_per_worker": 0.5,
+              "zero_stage": 2, "global_batch_size": 8, "micro_batch_size": 2, "learning_rate": 1e-4, "epochs": 1,
+              "log_every_steps": 2, "checkpoint_every_steps": 3, "keep_checkpoints": 2, **extra}
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def metrics_by_step(out: Path) -> dict[int, dict]:
+    """The last logged entry per step (after a restart, resumed steps are logged again)."""
+    entries = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {entry["step"]: entry for entry in entries}
+
+
+@pytest.fixture(scope="module")
+def trained(ray_head, small_model_dir, tmp_path_factory):
+    """One ZeRO-2 run with an eval split, shared by the export, re-run and bad-checkpoint tests."""
+    tmp = tmp_path_factory.mktemp("train-zero2")
+    config = train_config(tmp, write_data(tmp / "data.jsonl"), eval_fraction=0.15)
+    code, summary, stderr = run_train(config, env_extra={"RAY_ADDRESS": ray_head["address"]})
+    assert code == 0, stderr[-6000:]
+    return {"config": config, "out": tmp / "out", "summary": summary}
+
+
+def test_train_counts_checkpoints_and_metrics(trained):
+    summary, out = trained["summary"], trained["out"]
+    data = summary["counts"]["data"]
+    assert data["records"] == 62 and data["skipped_malformed"] == 1 and data["skipped_status_not_kept"] == 1
+    assert data["train_dialogues"] + data["eval_dialogues"] == 60 and data["eval_dialogues"] > 0
+    total = summary["counts"]["total_steps"]
+    steps = metrics_by_step(out)
+    assert max(steps) == total
+    last = steps[total]
+    for key in ("loss", "learning_rate", "grad_norm", "tokens_per_s", "eval_loss"):
+        assert isinstance(last[key], float) and last[key] == last[key], (key, last)  # present and not NaN
+    assert last["learning_rate"] < steps[2]["learning_rate"]  # cosine decay
+    kept = sorted(p.name for p in (out / "checkpoints").glob("step_*"))
+    assert len(kept) == 2 and kept[-1] == f"step_{total:07d}"  # keep_checkpoints, final one included
+
+
+def test_export_loads_in_transformers_and_generates_with_vllm(trained, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    export = trained["out"] / "export"
+    manifest = json.loads((export / "ultrachat_export.json").read_text())
+    assert manifest["format"] == "full_model" and manifest["steps"] == trained["summary"]["counts"]["total_steps"]
+    tokenizer = AutoTokenizer.from_pretrained(export)
+    assert "{% generation %}" in tokenizer.chat_template  # the template training used travels with the model
+    model = AutoModelForCausalLM.from_pretrained(export)
+    assert sum(p.numel() for p in model.parameters()) > 1_000_000
+    script = tmp_path / "generate.py"
+    script.write_text(
+        "import json, sys\nfrom vllm import LLM, SamplingParams\n\n"
+        "def main():\n"
+        "    llm = LLM(model=sys.argv[1], dtype='float32', max_model_len=256, seed=0)\n"
+        "    out = llm.chat([[{'role': 'user', 'content': 'How can I start running?'}]],"
+        " SamplingParams(temperature=0, max_tokens=24))\n"
+        "    json.dump({'text': out[0].outputs[0].text, 'ids': list(out[0].outputs[0].token_ids)},"
+        " open(sys.argv[2], 'w'))\n\n"
+        "if __name__ == '__main__':\n    main()\n")
+    result = subprocess.run([sys.executable, str(script), str(export), str(tmp_path / "out.json")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    generated = json.loads((tmp_path / "out.json").read_text())
+    assert generated["text"].strip() and len(generated["ids"]) >= 4
+
+
+def test_rerun_of_a_finished_run_trains_nothing(trained, ray_head):
+    code, summary, stderr = run_train(trained["config"], env_extra={"RAY_ADDRESS": ray_head["address"]})
+    assert code == 0, stderr[-4000:]
+    assert summary["counts"]["already_exported"] is True
+
+
+def test_checkpoints_of_another_world_size_are_refused(trained, ray_head):
+    code, summary, _ = run_train(trained["config"], "num_workers=1", "cpus_per_worker=1",
+                                 env_extra={"RAY_ADDRESS": ray_head["address"]})
+    assert code == 2 and summary["status"] == "bad_input"
+    assert "num_workers: 2 -> 1" in summary["error"] and "new folder" in summary["error"]
+
+
+def test_killed_worker_resumes_at_the_right_step_and_data_position(ray_head, small_model_dir, tmp_path):
+    """ZeRO-3 (partitioned loading, consolidated export): an uninterrupted run, then the same run with
+    the last rank's worker SIGKILLed at step 5 (checkpoint at 3): Ray Train restarts the workers, they
+    resume from step 3 at the same data position, and the loss of every step matches the reference."""
+    data = write_data(tmp_path / "data.jsonl", count=80)
+    env = {"RAY_ADDRESS": ray_head["address"]}
+    settings = dict(zero_stage=3, log_every_steps=1, checkpoint_every_steps=3, max_failures=1)
+    reference_dir, faulted_dir = tmp_path / "reference", tmp_path / "faulted"
+    reference_dir.mkdir()
+    faulted_dir.mkdir()
+    code, reference, stderr = run_train(train_config(reference_dir, data, **settings), env_extra=env)
+    assert code == 0, stderr[-6000:]
+    marker = tmp_path / "killed-once"
+    code, faulted, stderr = run_train(train_config(faulted_dir, data, **settings),
+                                      env_extra={**env, FAULT_ENV: f"5:{marker}"})
+    assert code == 0, stderr[-6000:]
+    assert marker.exists()  # the worker really was killed
+    assert faulted["counts"]["resumed_from"] is None  # resumed by Ray Train inside the run, not by a re-run
+    expected, got = metrics_by_step(reference_dir / "out"), metrics_by_step(faulted_dir / "out")
+    total = reference["counts"]["total_steps"]
+    assert total >= 6 and sorted(got) == sorted(expected) == list(range(1, total + 1))
+    for step in range(1, total + 1):
+        assert got[step]["loss"] == pytest.approx(expected[step]["loss"], rel=1e-4), step
+        assert got[step]["learning_rate"] == pytest.approx(expected[step]["learning_rate"])
+
+    # Re-running the finished job after its export vanished: it resumes from the final checkpoint and
+    # only exports again.
+    shutil.rmtree(faulted_dir / "out" / "export")
+    code, rerun, stderr = run_train(faulted_dir / "train.yaml", env_extra=env)
+    assert code == 0, stderr[-6000:]
+    assert rerun["counts"]["resumed_from"] == f"step_{total:07d}"
+    assert json.loads((faulted_dir / "out" / "export" / "ultrachat_export.json").read_text())["steps"] == total
+
+
+def test_bad_inputs_fail_before_any_worker(ray_head, small_model_dir, tmp_path):
+    env = {"RAY_ADDRESS": ray_head["address"]}
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    code, summary, _ = run_train(train_config(tmp_path, empty), env_extra=env)
+    assert code == 2 and "hold no records" in summary["error"], summary
+
+    long_questions = tmp_path / "long.jsonl"
+    long_questions.write_text("".join(json.dumps({"messages": [
+        {"role": "user", "content": "Please explain this in detail: " + "why the sky is blue " * 20},
+        {"role": "assistant", "content": "Because of scattering."}]}) + "\n" for _ in range(4)))
+    code, summary, _ = run_train(train_config(tmp_path, long_questions), "max_seq_len=16", "output_dir=" + str(tmp_path / "o2"),
+                                 env_extra=env)
+    assert code == 2 and "every example is too long" in summary["error"] and "max_seq_len" in summary["error"]
+
+    plain = tmp_path / "no-template-model"
+    shutil.copytree(small_model_dir, plain)
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    tokenizer_config = json.loads((plain / "tokenizer_config.json").read_text())
+    tokenizer_config.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    data = write_data(tmp_path / "data.jsonl", count=10)
+    code, summary, _ = run_train(train_config(tmp_path, data), f"model={plain}", "chat_template=model",
+                                 "output_dir=" + str(tmp_path / "o3"), env_extra=env)
+    assert code == 2 and "has no chat template" in summary["error"] and "chat_template: ultrachat" in summary["error"]
+
+    code, summary, stderr = run_train(train_config(tmp_path, data), f"model={tmp_path / 'missing-model'}", env_extra=env)
+    assert code != 0 and "does not exist" in (summary or {}).get("error", stderr), stderr[-2000:]
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_lora_trains_adapters_and_exports_a_merged_model(ray_head, small_model_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    data = write_data(tmp_path / "data.jsonl", count=24)
+    config = train_config(tmp_path, data, lora={"rank": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+                          learning_rate=5e-3)
+    code, summary, stderr = run_train(config, env_extra={"RAY_ADDRESS": ray_head["address"]})
+    assert code == 0, stderr[-6000:]
+    export = tmp_path / "out" / "export"
+    assert json.loads((export / "ultrachat_export.json").read_text())["format"] == "full_model"
+    merged, base = load_file(export / "model.safetensors"), load_file(small_model_dir / "model.safetensors")
+    assert not any("lora" in name for name in merged) and set(merged) == set(base)
+    changed = {name for name in base if not (merged[name] == base[name]).all()}
+    # Only the adapted projections moved (merged into them); everything else is the base model.
+    assert changed and all(name.endswith(("q_proj.weight", "v_proj.weight")) for name in changed), changed
