@@ -25,8 +25,9 @@ from ultrachat.training.examples import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
-# Test hook (tests/integration/test_training.py): "STEP:MARKER_FILE" SIGKILLs the last rank's worker
-# process once, when it reaches optimizer step STEP, to exercise resume after a worker failure.
+# Test hook (tests/integration/test_training.py), read by the driver and passed in the loop config
+# (workers do not inherit the driver's environment): "STEP:MARKER_FILE" SIGKILLs the last rank's
+# worker process once, when it reaches optimizer step STEP, to exercise resume after a worker failure.
 FAULT_ENV = "ULTRACHAT_TRAIN_KILL_WORKER_AT_STEP"
 
 
@@ -116,7 +117,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     device_name = torch.cuda.get_device_name() if stage.use_gpu and torch.cuda.is_available() else None
     meter = IntervalMeter(count_parameters(engine.module), world, device_name)
     log = MetricsLog(cfg["output_dir"] if rank == 0 else None, cfg["tensorboard"])
-    fault = _fault_plan(rank, world)
+    fault = _fault_plan(cfg["fault"], rank, world)
     pad_id = cfg["pad_id"]
 
     while state.step < plan["total_steps"]:
@@ -178,8 +179,7 @@ def _report_if_due(engine, stage, state, meter, log, eval_shard, pad_id, rank, t
                          checkpoint_dir_name=checkpoints.checkpoint_dir_name(state.step))
 
 
-def _fault_plan(rank: int, world: int) -> tuple[int, Path] | None:
-    spec = os.environ.get(FAULT_ENV)
+def _fault_plan(spec: str | None, rank: int, world: int) -> tuple[int, Path] | None:
     if not spec or rank != world - 1:
         return None
     step, _, marker = spec.partition(":")

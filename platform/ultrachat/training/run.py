@@ -23,7 +23,7 @@ from ultrachat.models.source import resolve_model
 from ultrachat.training import checkpoints
 from ultrachat.training.ds_config import deepspeed_config, resolve_precision, schedule
 from ultrachat.training.export import EXPORT_DIR, read_export_manifest
-from ultrachat.training.loop import train_loop_per_worker
+from ultrachat.training.loop import FAULT_ENV, train_loop_per_worker
 from ultrachat.training.prepare import prepare_data
 from ultrachat.training.template import resolve_chat_template
 
@@ -71,6 +71,7 @@ def run_train(config: TrainConfig) -> dict:
         "has_eval": bool(prepared.eval_rows), "pad_id": pad_id, "output_dir": output_dir,
         "export_dir": export_dir, "prepared_fingerprint": prepared.fingerprint, "tensorboard": config.tensorboard,
         "log_level": config.log_level, "run_name": config.run_name or "train",
+        "fault": os.environ.get(FAULT_ENV),
     }
     datasets = {"train": ray.data.read_parquet(prepared.train_dir)}
     if prepared.eval_rows:
