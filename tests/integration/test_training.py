@@ -189,11 +189,12 @@ def test_bad_inputs_fail_before_any_worker(ray_head, small_model_dir, tmp_path):
 
 
 def test_lora_trains_adapters_and_exports_a_merged_model(ray_head, small_model_dir, tmp_path):
+    """Also with gradient checkpointing (frozen embeddings need an input grad path) and TensorBoard."""
     from safetensors.torch import load_file
 
     data = write_data(tmp_path / "data.jsonl", count=24)
     config = train_config(tmp_path, data, lora={"rank": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
-                          learning_rate=5e-3)
+                          learning_rate=5e-3, gradient_checkpointing=True, tensorboard=True)
     code, summary, stderr = run_train(config, env_extra={"RAY_ADDRESS": ray_head["address"]})
     assert code == 0, stderr[-6000:]
     export = tmp_path / "out" / "export"
@@ -203,3 +204,4 @@ def test_lora_trains_adapters_and_exports_a_merged_model(ray_head, small_model_d
     changed = {name for name in base if not (merged[name] == base[name]).all()}
     # Only the adapted projections moved (merged into them); everything else is the base model.
     assert changed and all(name.endswith(("q_proj.weight", "v_proj.weight")) for name in changed), changed
+    assert list((tmp_path / "out" / "tensorboard").glob("events.out.tfevents.*"))
