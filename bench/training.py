@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--max-seq-len", type=int, default=256)
     parser.add_argument("--micro-batch", type=int, default=4)
-    parser.add_argument("--log-every", type=int, default=10)
+    parser.add_argument("--log-every", type=int, default=40)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
