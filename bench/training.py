@@ -38,16 +38,23 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "platform"))
 
 
-def examples(model_dir: str, count: int, max_seq_len: int) -> list[dict]:
+def bench_dialogues(count: int) -> list[list[dict]]:
+    """The shipped tiny corpus, repeated to ``count`` dialogues."""
+    from ultrachat.models.tiny import corpus_dialogues
+
+    corpus = corpus_dialogues()
+    return (corpus * (count // len(corpus) + 1))[:count]
+
+
+def examples(model_dir: str, count: int, max_seq_len: int):
+    """(training examples of ``count`` dialogues, tokenizer)."""
     from transformers import AutoTokenizer
 
-    from ultrachat.models.tiny import corpus_dialogues
     from ultrachat.training.examples import SplitStats, dialogue_examples
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    dialogues = (corpus_dialogues() * (count // len(corpus_dialogues()) + 1))[:count]
     stats = SplitStats()
-    return [e for d in dialogues for e in dialogue_examples(tokenizer, d, max_seq_len, stats)], tokenizer
+    return [e for d in bench_dialogues(count) for e in dialogue_examples(tokenizer, d, max_seq_len, stats)], tokenizer
 
 
 def padding_fractions(rows: list[dict], max_seq_len: int, micro: int, pad_id: int) -> dict:
@@ -130,11 +137,8 @@ def main() -> None:
     rows, tokenizer = examples(model_dir, args.dialogues, args.max_seq_len)
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         work = Path(tmp)
-        from ultrachat.models.tiny import corpus_dialogues
-
-        dialogues = (corpus_dialogues() * (args.dialogues // len(corpus_dialogues()) + 1))[:args.dialogues]
         data = work / "data.jsonl"
-        data.write_text("".join(json.dumps({"messages": d}) + "\n" for d in dialogues))
+        data.write_text("".join(json.dumps({"messages": d}) + "\n" for d in bench_dialogues(args.dialogues)))
         ray_side = ray_train_job(work, data, args)
     plain = plain_loop(model_dir, rows * args.epochs, args.micro_batch, ray_side["steps"], 1e-4, threads=1)
     padding = padding_fractions(rows, args.max_seq_len, args.micro_batch, tokenizer.pad_token_id or 0)

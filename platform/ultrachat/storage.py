@@ -46,3 +46,17 @@ def read_text(path: str) -> str:
     filesystem, inner = filesystem_for(path)
     with filesystem.open_input_stream(inner) as stream:
         return stream.read().decode("utf-8")
+
+
+def exists(path: str) -> bool:
+    from pyarrow import fs
+
+    filesystem, inner = filesystem_for(path)
+    return filesystem.get_file_info(inner).type != fs.FileType.NotFound
+
+
+def remove_dir(path: str) -> None:
+    """Delete a folder and everything under it; a missing folder is fine."""
+    if exists(path):
+        filesystem, inner = filesystem_for(path)
+        filesystem.delete_dir(inner)

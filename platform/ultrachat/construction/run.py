@@ -228,8 +228,5 @@ def _write_openings(candidates_dir: str, openings_dir: str, chosen: set[str], se
 
 
 def openings_complete(openings_dir: str) -> bool:
-    from pyarrow import fs
-
-    filesystem, path = storage.filesystem_for(storage.join(openings_dir, MANIFEST))
-    return filesystem.get_file_info(path).type == fs.FileType.File
+    return storage.exists(storage.join(openings_dir, MANIFEST))
 

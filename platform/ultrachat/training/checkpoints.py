@@ -71,9 +71,10 @@ def run_signature(stage: TrainStage, model_dir: str) -> dict:
 def existing_checkpoints(output_dir: str) -> list[str]:
     from pyarrow import fs
 
-    filesystem, root = storage.filesystem_for(storage.join(output_dir, CHECKPOINTS_DIR))
-    if filesystem.get_file_info(root).type == fs.FileType.NotFound:
+    path = storage.join(output_dir, CHECKPOINTS_DIR)
+    if not storage.exists(path):
         return []
+    filesystem, root = storage.filesystem_for(path)
     infos = filesystem.get_file_info(fs.FileSelector(root))
     return sorted(os.path.basename(i.path) for i in infos
                   if i.type == fs.FileType.Directory and os.path.basename(i.path).startswith("step_"))

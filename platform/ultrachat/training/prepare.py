@@ -78,7 +78,7 @@ def prepare_data(stage: TrainStage, output_dir: str, model_dir: str, chat_templa
     fp = fingerprint(stage, files, model_dir, chat_template)
     root = storage.join(output_dir, PREPARED_DIR, fp)
     manifest_path = storage.join(root, MANIFEST)
-    if _exists(manifest_path):
+    if storage.exists(manifest_path):
         prepared = PreparedData(**json.loads(storage.read_text(manifest_path)))
         logger.info("reusing prepared data %s (%d train rows, %d eval rows)", root, prepared.train_rows,
                     prepared.eval_rows)
@@ -93,7 +93,7 @@ def prepare_data(stage: TrainStage, output_dir: str, model_dir: str, chat_templa
 def _build(stage, files, fp, root, model_dir, chat_template, builders) -> PreparedData:
     import ray
 
-    _remove(root)  # a pass that died midway left rows without a manifest: start clean
+    storage.remove_dir(root)  # a pass that died midway left rows without a manifest: start clean
     logger.info("preparing %d data file(s) into %s (max_seq_len %d, packing %s)", len(files), root,
                 stage.max_seq_len, stage.packing)
     records = read_records(files, record_row)
@@ -114,10 +114,11 @@ def _build(stage, files, fp, root, model_dir, chat_template, builders) -> Prepar
 def _sum_stats(root: str) -> dict:
     import pyarrow.dataset as pads
 
-    filesystem, inner = storage.filesystem_for(storage.join(root, f"kind={KIND_STATS}"))
+    stats_dir = storage.join(root, f"kind={KIND_STATS}")
     total: Counter = Counter()
-    if filesystem.get_file_info(inner).type.name == "NotFound":
+    if not storage.exists(stats_dir):
         return {}
+    filesystem, inner = storage.filesystem_for(stats_dir)
     table = pads.dataset(inner, filesystem=filesystem, format="parquet").to_table(columns=["stats"])
     for text in table.column("stats").to_pylist():
         total.update(json.loads(text))
@@ -151,13 +152,3 @@ def _check_trainable(stage: TrainStage, prepared: PreparedData, num_files: int) 
         logger.warning("data.eval_fraction %.3f held out no dialogue (too few); eval loss is off",
                        stage.data.eval_fraction)
 
-
-def _exists(path: str) -> bool:
-    filesystem, inner = storage.filesystem_for(path)
-    return filesystem.get_file_info(inner).type.name != "NotFound"
-
-
-def _remove(path: str) -> None:
-    filesystem, inner = storage.filesystem_for(path)
-    if filesystem.get_file_info(inner).type.name != "NotFound":
-        filesystem.delete_dir(inner)
