@@ -26,9 +26,9 @@ RESOLVED_CONFIG_NAME = "resolved_config.yaml"
 _RUNNERS: dict[str, str] = {
     "generate": "ultrachat.generation.run:run_generate",
     "train": "ultrachat.training.run:run_train",
+    "serve": "ultrachat.serving.run:run_serve",
 }
 _PENDING: dict[str, str] = {
-    "serve": "serving on Ray Serve + vLLM (issue #6)",
     "pipeline": "the end-to-end pipeline (issue #7)",
 }
 

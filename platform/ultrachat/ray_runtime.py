@@ -29,6 +29,9 @@ def init_ray(settings: RaySettings, job: str, run_name: str | None = None) -> di
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not address:
         apply_local_env_defaults()  # before `import ray`, which reads some of them
+        if settings.local_worker_niceness is not None:
+            # Read by the raylet this process starts; setdefault so an exported value wins.
+            os.environ.setdefault("RAY_worker_niceness", str(settings.local_worker_niceness))
     import ray
 
     if ray.is_initialized():

@@ -52,6 +52,14 @@ def load_config(job: str, config_file: str | Path, overrides: list[str] | tuple[
     return config
 
 
+def validate_section(schema: type[BaseModel], data: dict, source: str) -> BaseModel:
+    """Validate a dict that came from somewhere other than a file (e.g. a Serve config's ``args``)."""
+    try:
+        return schema.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(source, [_describe(e, schema, data, {}, {}) for e in err.errors()]) from None
+
+
 def parse_override(text: str) -> tuple[Path_, Any]:
     """``a.b.0.c=value`` -> (("a", "b", 0, "c"), value parsed as a YAML scalar/list/map)."""
     key, sep, raw = text.partition("=")

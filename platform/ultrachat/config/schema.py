@@ -12,8 +12,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from ultrachat.config.base import EnvVarName, LogLevel, ModelRef, Section
+from ultrachat.config.base import LogLevel, Section
 from ultrachat.config.generation import GenerateStage
+from ultrachat.config.serving import ServeStage
 from ultrachat.config.training import TrainStage
 
 
@@ -25,6 +26,9 @@ class RaySettings(Section):
     local_num_cpus: int | None = Field(default=None, ge=1)
     local_object_store_memory_gb: float | None = Field(default=None, gt=0)
     local_dashboard: bool = False
+    # Ray starts workers at nice 15 so its control plane stays responsive; a node that only serves
+    # can run them at 0, which matters when the engine shares few cores (docs/benchmarks.md).
+    local_worker_niceness: int | None = Field(default=None, ge=0, le=19)
 
 
 class JobSettings(Section):
@@ -34,23 +38,6 @@ class JobSettings(Section):
     run_name: str | None = Field(default=None, description="shown in the Ray dashboard and log lines")
     log_level: LogLevel = "INFO"
     ray: RaySettings = RaySettings()
-
-
-# ------------------------------------------------------------------- serving (filled in by issue 6)
-
-
-class ServedModel(Section):
-    name: str = Field(min_length=1, description="the `model` clients send")
-    source: ModelRef
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    max_model_len: int = Field(default=2048, ge=16)
-
-
-class ServeStage(Section):
-    models: list[ServedModel] = Field(min_length=1)
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
-    api_keys_env: EnvVarName | None = None
 
 
 # ---------------------------------------------------------------------------------- job configs

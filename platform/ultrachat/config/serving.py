@@ -1,0 +1,113 @@
+"""Config of serving (issue #6): which models, on what resources, behind which HTTP guard.
+
+One ``ServedModel`` becomes one Ray Serve deployment running a vLLM engine and vLLM's own OpenAI
+layer in-process (see serving/model_server.py). With several models a router in front sends each
+request to the deployment named by its ``model`` field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from ultrachat.config.base import EnvVarName, Section
+from ultrachat.models.source import check_model_ref
+
+REMOTE_MODEL_SCHEMES = ("s3://", "gs://", "file://")
+
+
+def check_served_source(ref: str) -> str:
+    """A model reference, or a URI of a model dir that each replica copies to local disk first."""
+    if ref.startswith(REMOTE_MODEL_SCHEMES):
+        if len(ref.split("://", 1)[1].strip("/")) == 0:
+            raise ValueError(f"{ref!r} names no folder; give the model dir, e.g. s3://bucket/run/export")
+        return ref
+    if "://" in ref:
+        raise ValueError(f"unsupported scheme in {ref!r}; use one of {list(REMOTE_MODEL_SCHEMES)}, "
+                         f"a local model dir, a hub id or tiny:<size>")
+    return check_model_ref(ref)
+
+
+ServedSource = Annotated[str, AfterValidator(check_served_source)]
+
+
+class Autoscaling(Section):
+    """Ray Serve autoscaling of one model's replicas (each replica is one vLLM engine)."""
+
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=1, ge=1)
+    # Ongoing requests per replica that Serve aims for; a vLLM engine batches, so this is high.
+    target_ongoing_requests: float = Field(default=32, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})")
+        return self
+
+
+class ServedModel(Section):
+    name: str = Field(min_length=1, pattern=r"^[\w.:/-]+$", description="the `model` clients send")
+    source: ServedSource = Field(description="training export dir, HF model dir or hub id, tiny:<size>, "
+                                             "or s3:// / gs:// / file:// URI of a model dir")
+    # auto: the template saved with the model (a training export saves its training template) when
+    # there is one, else the UltraChat format; ultrachat: always the UltraChat format; model: the
+    # model's own, an error if it has none; any other value is a path to a Jinja template file.
+    chat_template: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_model_len: int = Field(default=2048, ge=16)
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    # Further vLLM engine arguments by their AsyncEngineArgs names, e.g. {gpu_memory_utilization: 0.9}.
+    engine_kwargs: dict[str, Any] = {}
+    accelerator: Literal["cpu", "gpu"] = "cpu"
+    num_cpus_per_replica: float = Field(default=1, ge=0)
+    autoscaling: Autoscaling = Autoscaling()
+    # Requests one replica works on at once (vLLM batches them); beyond it the replica answers 429.
+    max_ongoing_requests: int = Field(default=64, ge=1)
+    # Requests Serve holds for busy replicas before answering 503; -1 = no bound (clients wait).
+    max_queued_requests: int = Field(default=64, ge=-1)
+
+    @model_validator(mode="after")
+    def _engine_kwargs_not_duplicated(self):
+        typed = {"model", "served_model_name", "chat_template", "dtype", "max_model_len", "tensor_parallel_size"}
+        clash = sorted(typed & set(self.engine_kwargs))
+        if clash:
+            raise ValueError(f"engine_kwargs repeats {clash}: set them as this model's own keys instead")
+        return self
+
+
+class ApiAuth(Section):
+    """Optional API keys: from an environment variable and/or a mounted file (a Kubernetes Secret)."""
+
+    # Variable holding one key or several separated by commas.
+    keys_env: EnvVarName | None = None
+    # File with one key per line (blank lines and # comments ignored); re-read when it changes.
+    keys_file: str | None = None
+    # Paths answered without a key, e.g. for load-balancer and Kubernetes probes.
+    public_paths: list[str] = ["/health"]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys_env or self.keys_file)
+
+
+class ServeStage(Section):
+    models: list[ServedModel] = Field(min_length=1)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    auth: ApiAuth = ApiAuth()
+    # Larger request bodies get 413 before anything parses them.
+    max_request_bytes: int = Field(default=2 * 2**20, ge=1024)
+    # false: `ultrachat serve` blocks until Ctrl-C and then shuts the app down; true: it deploys,
+    # waits until ready and exits, leaving the app running on the cluster (like `serve deploy`).
+    detach: bool = False
+    ready_timeout_s: float = Field(default=600, gt=0)
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        names = [model.name for model in self.models]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"models: names must be unique, {repeated} repeats")
+        return self

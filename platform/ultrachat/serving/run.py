@@ -1,0 +1,107 @@
+"""`ultrachat serve`: deploy the app on the connected Ray, wait until it answers, then hold or detach.
+
+Locally (no RAY_ADDRESS) the job has started a private Ray on 127.0.0.1; Serve's proxy listens on
+``host:port``. With ``detach: false`` it serves until Ctrl-C / SIGTERM, then deletes the app and
+stops Serve; with ``detach: true`` (a cluster, like ``serve deploy``) it returns once ready.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+
+import httpx
+
+from ultrachat.config.schema import ServeConfig
+from ultrachat.serving.app import APP_NAME, build_application
+
+logger = logging.getLogger(__name__)
+
+
+def run_serve(config: ServeConfig) -> dict:
+    from ray import serve
+
+    started = time.monotonic()
+    serve.start(http_options={"host": config.host, "port": config.port})
+    app = build_application(config)
+    logger.info("deploying %s (vLLM engines start now; first start of a model can take minutes)",
+                [m.name for m in config.models])
+    serve.run(app, name=APP_NAME, route_prefix="/")
+    base_url = f"http://{config.host}:{config.port}/v1"
+    _wait_ready(base_url, config, started)
+    ready_s = round(time.monotonic() - started, 1)
+    logger.info("serving %s at %s (ready in %.0f s)\n%s", [m.name for m in config.models], base_url, ready_s,
+                usage_example(base_url, config))
+    counts = {"base_url": base_url, "models": [m.name for m in config.models], "ready_s": ready_s}
+    if config.detach:
+        logger.info("detach: true: the app keeps running on the cluster; stop it with `serve shutdown`")
+        return counts
+    _wait_for_stop()
+    logger.info("stopping: deleting the app and shutting Serve down")
+    serve.delete(APP_NAME)
+    serve.shutdown()
+    return {**counts, "served_s": round(time.monotonic() - started - ready_s, 1)}
+
+
+def _auth_header(config: ServeConfig) -> dict[str, str]:
+    key = None
+    if config.auth.keys_env:
+        key = os.environ.get(config.auth.keys_env, "").split(",")[0].strip() or None
+    if key is None and config.auth.keys_file and os.path.isfile(config.auth.keys_file):
+        lines = [ln.strip() for ln in open(config.auth.keys_file).read().splitlines()]
+        key = next((ln for ln in lines if ln and not ln.startswith("#")), None)
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def _wait_ready(base_url: str, config: ServeConfig, started: float) -> None:
+    """Every model answers a one-token chat; Serve's own status explains a failed deploy."""
+    from ray import serve
+
+    headers = _auth_header(config)
+    deadline = started + config.ready_timeout_s
+    pending = [m.name for m in config.models]
+    last = ""
+    while pending:
+        status = serve.status().applications.get(APP_NAME)
+        if status is not None and status.status == "DEPLOY_FAILED":
+            details = {name: d.message for name, d in status.deployments.items() if d.message}
+            raise RuntimeError(f"the serve app failed to deploy: {status.message or details}")
+        try:
+            reply = httpx.post(f"{base_url}/chat/completions", headers=headers, timeout=60, json={
+                "model": pending[0], "max_tokens": 1, "messages": [{"role": "user", "content": "ping"}]})
+            if reply.status_code == 200:
+                pending.pop(0)
+                continue
+            last = f"HTTP {reply.status_code}: {reply.text[:200]}"
+            if reply.status_code == 401:
+                raise RuntimeError(f"the app is up but refuses our key ({last}); check auth.keys_env / keys_file")
+        except httpx.HTTPError as err:
+            last = f"{type(err).__name__}: {err}"
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{pending} not ready after {config.ready_timeout_s:.0f} s (last: {last}); raise "
+                               f"ready_timeout_s for big models, or see the replica logs in the Ray dashboard")
+        time.sleep(2)
+
+
+def usage_example(base_url: str, config: ServeConfig) -> str:
+    model = config.models[0].name
+    key_env = config.auth.keys_env or ("API_KEY" if config.auth.enabled else None)
+    auth = f' -H "Authorization: Bearer ${key_env}"' if key_env else ""
+    api_key = f'os.environ["{key_env}"]' if key_env else '"none"'
+    return (f"  curl {base_url}/chat/completions -H 'Content-Type: application/json'{auth} \\\n"
+            f"    -d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'\n"
+            f"  python -c 'import os, openai; c = openai.OpenAI(base_url=\"{base_url}\", api_key={api_key}); "
+            f"print(c.chat.completions.create(model=\"{model}\", messages=[{{\"role\": \"user\", "
+            f"\"content\": \"Hello!\"}}]).choices[0].message.content)'\n"
+            f"  Ctrl-C stops the server.")
+
+
+def _wait_for_stop() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1):
+        pass
