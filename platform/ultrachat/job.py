@@ -70,6 +70,6 @@ def run_job(job: str, config_file: str, overrides: list[str]) -> JobSummary:
     logger.info("resolved config saved to %s", saved)
     from ultrachat.ray_runtime import init_ray
 
-    init_ray(config.ray, job, config.run_name)
+    init_ray(config.ray, job, config.run_name, config.local_ray_env())
     counts = run(config)
     return JobSummary(job, "succeeded", config.output_dir, counts, seconds=round(time.monotonic() - started, 1))

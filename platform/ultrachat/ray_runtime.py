@@ -23,8 +23,13 @@ logger = logging.getLogger(__name__)
 LOCALHOST = "127.0.0.1"
 
 
-def init_ray(settings: RaySettings, job: str, run_name: str | None = None) -> dict:
-    """Initialise Ray for ``job`` unless already initialised; return a short description."""
+def init_ray(settings: RaySettings, job: str, run_name: str | None = None,
+             local_env: dict[str, str] | None = None) -> dict:
+    """Initialise Ray for ``job`` unless already initialised; return a short description.
+
+    ``local_env`` is set (unless already exported) before a local Ray starts, so its raylet and
+    every worker see it; it has no effect on a cluster, whose environment is the pod spec's.
+    """
     address = os.environ.get("RAY_ADDRESS")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not address:
@@ -32,6 +37,8 @@ def init_ray(settings: RaySettings, job: str, run_name: str | None = None) -> di
         if settings.local_worker_niceness is not None:
             # Read by the raylet this process starts; setdefault so an exported value wins.
             os.environ.setdefault("RAY_worker_niceness", str(settings.local_worker_niceness))
+        for key, value in (local_env or {}).items():
+            os.environ.setdefault(key, value)
     import ray
 
     if ray.is_initialized():

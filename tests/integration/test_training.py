@@ -3,68 +3,16 @@ DeepSpeed (ZeRO-2 and ZeRO-3, gloo, fp32), checkpoints, a worker killed midway, 
 loaded by transformers and generated from by vLLM CPU, and bad inputs refused before any worker."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from ultrachat.models.tiny import corpus_dialogues
+from training_runs import FAULT_ENV, metrics_by_step, run_train, train_config, write_data
 
 REPO = Path(__file__).resolve().parents[2]
-FAULT_ENV = "ULTRACHAT_TRAIN_KILL_WORKER_AT_STEP"
-
-
-def run_train(config: Path, *overrides, env_extra=None, timeout=900):
-    env = {**os.environ, **(env_extra or {})}
-    done = subprocess.run([sys.executable, str(REPO / "jobs" / "train.py"), "--config", str(config), *overrides],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    lines = [line for line in done.stdout.strip().splitlines() if line.startswith("{")]
-    return done.returncode, (json.loads(lines[-1]) if lines else None), done.stderr
-
-
-def write_data(path: Path, count: int = 60) -> Path:
-    """Generation-style records (kept and filtered), ShareGPT records and one malformed line."""
-    lines = []
-    for i, messages in enumerate(corpus_dialogues()[:count]):
-        if i % 3 == 2:
-            turns = [{"from": "human" if m["role"] == "user" else "gpt", "value": m["content"]} for m in messages]
-            lines.append(json.dumps({"conversations": turns}))
-        else:
-            lines.append(json.dumps({"id": str(i), "messages": messages, "status": "kept"}))
-    lines.append(json.dumps({"id": "f", "messages": corpus_dialogues()[0], "status": "filtered:too_short"}))
-    lines.append("{not json")
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def train_config(tmp_path: Path, data_path: Path, eval_fraction: float = 0.0, **extra) -> Path:
-    config = {"output_dir": str(tmp_path / "out"), "run_name": "test-train", "model": "tiny:small",
-              "data": {"paths": [str(data_path)], "eval_fraction": eval_fraction}, "max_seq_len": 256, "num_workers": 2, "cpus_per_worker": 0.5,
-              "zero_stage": 2, "global_batch_size": 8, "micro_batch_size": 2, "learning_rate": 1e-4, "epochs": 1,
-              "log_every_steps": 2, "checkpoint_every_steps": 3, "keep_checkpoints": 2, **extra}
-    path = tmp_path / "train.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def metrics_by_step(out: Path) -> dict[int, dict]:
-    """The last logged entry per step (after a restart, resumed steps are logged again)."""
-    entries = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return {entry["step"]: entry for entry in entries}
-
-
-@pytest.fixture(scope="module")
-def trained(ray_head, small_model_dir, tmp_path_factory):
-    """One ZeRO-2 run with an eval split, shared by the export, re-run and bad-checkpoint tests."""
-    tmp = tmp_path_factory.mktemp("train-zero2")
-    config = train_config(tmp, write_data(tmp / "data.jsonl"), eval_fraction=0.15)
-    code, summary, stderr = run_train(config, env_extra={"RAY_ADDRESS": ray_head["address"]})
-    assert code == 0, stderr[-6000:]
-    return {"config": config, "out": tmp / "out", "summary": summary}
 
 
 def test_train_counts_checkpoints_and_metrics(trained):

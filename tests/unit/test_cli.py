@@ -27,7 +27,7 @@ def test_help_lists_every_command():
         assert command in result.stdout
 
 
-@pytest.mark.parametrize("job", ["serve", "pipeline"])
+@pytest.mark.parametrize("job", ["pipeline"])
 def test_unimplemented_jobs_say_so_after_validating(job):
     result = run(f"jobs/{job}.py", "--config", f"configs/{job}/local.yaml", "output_dir=outputs/never")
     summary = last_json(result.stdout)

@@ -39,6 +39,10 @@ class JobSettings(Section):
     log_level: LogLevel = "INFO"
     ray: RaySettings = RaySettings()
 
+    def local_ray_env(self) -> dict[str, str]:
+        """Environment a locally started Ray needs for this job (see ray_runtime.init_ray)."""
+        return {}
+
 
 # ---------------------------------------------------------------------------------- job configs
 
@@ -52,7 +56,7 @@ class TrainConfig(JobSettings, TrainStage):
 
 
 class ServeConfig(JobSettings, ServeStage):
-    pass
+    local_ray_env = ServeStage.local_ray_env
 
 
 class PipelineServe(Section):

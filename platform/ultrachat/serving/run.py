@@ -30,7 +30,7 @@ def run_serve(config: ServeConfig) -> dict:
     logger.info("deploying %s (vLLM engines start now; first start of a model can take minutes)",
                 [m.name for m in config.models])
     serve.run(app, name=APP_NAME, route_prefix="/")
-    base_url = f"http://{config.host}:{config.port}/v1"
+    base_url = f"{_ingress_url(config)}/v1"
     _wait_ready(base_url, config, started)
     ready_s = round(time.monotonic() - started, 1)
     logger.info("serving %s at %s (ready in %.0f s)\n%s", [m.name for m in config.models], base_url, ready_s,
@@ -44,6 +44,35 @@ def run_serve(config: ServeConfig) -> dict:
     serve.delete(APP_NAME)
     serve.shutdown()
     return {**counts, "served_s": round(time.monotonic() - started - ready_s, 1)}
+
+
+def _ingress_url(config: ServeConfig) -> str:
+    """Where clients connect: Serve's proxy, or with direct ingress the ingress replica itself."""
+    proxy = f"http://{config.host}:{config.port}"
+    if config.ingress == "proxy":
+        return proxy
+    targets = direct_ingress_targets()
+    if not targets:
+        logger.warning("ingress: direct, but this Ray cluster runs Serve without direct ingress: set "
+                       "RAY_SERVE_ENABLE_DIRECT_INGRESS=1 (or RAY_SERVE_ENABLE_HA_PROXY=1) in its environment. "
+                       "Serving through the proxy at %s", proxy)
+        return proxy
+    if len(targets) > 1:
+        logger.info("direct ingress: %d replicas at %s; put a load balancer (HAProxy mode on a cluster) in "
+                    "front to use them all through one address", len(targets), targets)
+    return targets[0]
+
+
+def direct_ingress_targets() -> list[str]:
+    """``http://ip:port`` of each ingress replica serving HTTP directly (empty without direct ingress)."""
+    import ray
+    from ray.serve.context import _get_global_client
+
+    controller = _get_global_client()._controller
+    groups = ray.get(controller.get_target_groups.remote(APP_NAME))
+    proxy_port = ray.get(controller.get_http_config.remote()).port
+    return [f"http://{target.ip}:{target.port}" for group in groups if group.protocol == "HTTP"
+            for target in group.targets if target.port != proxy_port]
 
 
 def _auth_header(config: ServeConfig) -> dict[str, str]:
