@@ -24,12 +24,14 @@ the order (A B C, then B C A, ...). Candidates:
   there is no haproxy binary here.)
 - ``bare``: ``python -m vllm.entrypoints.openai.api_server``, same model and engine settings.
 
-Load per concurrency level C (1, 8, 32), after one unmeasured pass of every level: C streams, each
-sending ``--requests`` chat completions in a row (fixed prompt, ``max_tokens`` with ``ignore_eos``, temperature 0, ``stream: true`` with
-``include_usage``). Output tokens/s = completion tokens / wall time of the level; TTFT = time to the
-first content chunk. Time to first success: process start -> first 200 chat reply. Memory: peak
-over the server's process tree (sampled every 0.5 s), as summed PSS (shared pages split fairly) and
-summed RSS. The load generator is this process (aiohttp), the same for every candidate.
+Load per concurrency level C (1, 8, 32), after one unmeasured pass of the same load: C streams, each
+sending ``--requests`` chat completions in a row (fixed prompt, ``max_tokens`` with ``ignore_eos``,
+temperature 0, ``stream: true`` with ``include_usage``). Output tokens/s = completion tokens / wall time of the level; TTFT = time to the
+first content chunk. Time to first success: process start -> first 200 chat reply. Memory of the
+server's process tree: peak summed RSS (sampled every 0.5 s) and summed PSS (shared pages split
+fairly), the latter measured after the warm-up and after the load, never during it: reading smaps
+takes the target's memory-map lock and stalls it. The load generator is this process (aiohttp), the
+same for every candidate.
 """
 
 from __future__ import annotations
@@ -171,30 +173,46 @@ async def run_level(url: str, concurrency: int, requests: int, max_tokens: int) 
 
 
 class TreeMemory(threading.Thread):
-    """Peak summed PSS / RSS of a process and all its descendants."""
+    """Peak summed RSS of a process and all its descendants (cheap: /proc/PID/statm), sampled every
+    0.5 s; summed PSS (shared pages split fairly) only when asked, at quiet moments, because reading
+    smaps takes the target's memory-map lock and would stall the engine mid-load."""
 
     def __init__(self, pid: int):
         super().__init__(daemon=True)
         self.pid, self.peak_pss, self.peak_rss = pid, 0, 0
         self.halt = threading.Event()
 
+    def _procs(self) -> list:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
     def run(self) -> None:
         import psutil
 
         while not self.halt.wait(0.5):
-            try:
-                root = psutil.Process(self.pid)
-                procs = [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                continue
-            pss = rss = 0
-            for proc in procs:
+            rss = 0
+            for proc in self._procs():
                 try:
-                    info = proc.memory_full_info()
-                    pss, rss = pss + info.pss, rss + info.rss
+                    rss += proc.memory_info().rss
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     pass
-            self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
+            self.peak_rss = max(self.peak_rss, rss)
+
+    def sample_pss(self) -> None:
+        import psutil
+
+        pss = 0
+        for proc in self._procs():
+            try:
+                pss += proc.memory_full_info().pss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        self.peak_pss = max(self.peak_pss, pss)
 
 
 def _free_port() -> int:
@@ -251,10 +269,13 @@ def measure(candidate: str, args) -> dict:
     memory.start()
     try:
         first = _wait_first_success(url, proc, args.start_timeout)
-        # Warm-up, not counted: each level once (vLLM's CPU backend pays once per new batch shape).
+        # Warm-up, not counted: the whole load once. vLLM's CPU backend (oneDNN) pays once per new
+        # batch shape, and the mixed prefill/decode batches of a level only occur under that level.
         for concurrency in args.concurrency:
-            asyncio.run(run_level(url, concurrency, 1, args.max_tokens))
+            asyncio.run(run_level(url, concurrency, args.requests, args.max_tokens))
+        memory.sample_pss()
         levels = [asyncio.run(run_level(url, c, args.requests, args.max_tokens)) for c in args.concurrency]
+        memory.sample_pss()
     finally:
         _stop(proc)
         memory.halt.set()

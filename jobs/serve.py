@@ -1,9 +1,12 @@
-"""Entry point for `ray job submit`:
+"""Entry point for serving, locally or through `ray job submit`:
 
+    python jobs/serve.py --config configs/serve/local.yaml          # local Ray; serves until Ctrl-C
     ray job submit --address http://HEAD:8265 --working-dir . -- \
-        python jobs/serve.py --config configs/serve/local.yaml [key.path=value ...]
+        python jobs/serve.py --config configs/serve/my-cluster.yaml detach=true
 
-Same as `ultrachat serve --config ...`. The last stdout line is a JSON summary of the run.
+Same as `ultrachat serve --config ...`. It deploys the Serve app, waits until every model answers,
+prints the base URL with a curl/openai example and, unless `detach=true` (the app then keeps running
+on the cluster, like `serve deploy`), serves until Ctrl-C. The last stdout line is a JSON summary.
 """
 
 import sys

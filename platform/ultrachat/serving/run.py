@@ -26,12 +26,17 @@ def run_serve(config: ServeConfig) -> dict:
 
     started = time.monotonic()
     serve.start(http_options={"host": config.host, "port": config.port})
-    app = build_application(config)
-    logger.info("deploying %s (vLLM engines start now; first start of a model can take minutes)",
-                [m.name for m in config.models])
-    serve.run(app, name=APP_NAME, route_prefix="/")
-    base_url = f"{_ingress_url(config)}/v1"
-    _wait_ready(base_url, config, started)
+    try:
+        app = build_application(config)
+        logger.info("deploying %s (vLLM engines start now; first start of a model can take minutes)",
+                    [m.name for m in config.models])
+        serve.run(app, name=APP_NAME, route_prefix="/")
+        base_url = f"{_ingress_url(config)}/v1"
+        _wait_ready(base_url, config, started)
+    except BaseException:  # a failed deploy or Ctrl-C while starting: leave no half-started app behind
+        if not config.detach:
+            _shutdown()
+        raise
     ready_s = round(time.monotonic() - started, 1)
     logger.info("serving %s at %s (ready in %.0f s)\n%s", [m.name for m in config.models], base_url, ready_s,
                 usage_example(base_url, config))
@@ -41,9 +46,15 @@ def run_serve(config: ServeConfig) -> dict:
         return counts
     _wait_for_stop()
     logger.info("stopping: deleting the app and shutting Serve down")
+    _shutdown()
+    return {**counts, "served_s": round(time.monotonic() - started - ready_s, 1)}
+
+
+def _shutdown() -> None:
+    from ray import serve
+
     serve.delete(APP_NAME)
     serve.shutdown()
-    return {**counts, "served_s": round(time.monotonic() - started - ready_s, 1)}
 
 
 def _ingress_url(config: ServeConfig) -> str:
