@@ -60,8 +60,11 @@ def deployed(ray_head, trained, small_model_dir, tmp_path_factory):
 
 def _wait_for_models(base_url: str, names: set[str], dashboard: str, timeout_s: float = 480) -> None:
     deadline = time.monotonic() + timeout_s
-    last = ""
+    last, attempts = "", 0
     while time.monotonic() < deadline:
+        attempts += 1
+        if attempts % 10 == 0 and "DEPLOY_FAILED" in (status := _serve_cli("status", "--address", dashboard).stdout):
+            pytest.fail(f"the app failed to deploy:\n{status[-4000:]}")
         try:
             reply = httpx.get(f"{base_url}/models", timeout=10)
             if reply.status_code == 200 and {m["id"] for m in reply.json()["data"]} == names:

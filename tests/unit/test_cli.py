@@ -54,9 +54,9 @@ def test_missing_config_file_exits_2():
 
 
 def test_check_config_prints_the_resolved_config():
-    result = run("-m", "ultrachat", "check-config", "--config", "configs/serve/local.yaml", "port=8123")
+    result = run("-m", "ultrachat", "check-config", "--config", "configs/serve/local.yaml", "port=8090")
     assert result.returncode == 0, result.stderr
-    assert "port: 8123" in result.stdout and "namespace: ultrachat" in result.stdout
+    assert "port: 8090" in result.stdout and "namespace: ultrachat" in result.stdout
 
 
 def test_tiny_model_refuses_a_non_empty_foreign_directory(tmp_path):

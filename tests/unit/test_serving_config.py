@@ -27,6 +27,8 @@ def test_sources_accept_uris_and_refuse_unknown_schemes():
     ok = stage(models=[{"name": "a", "source": "s3://bucket/run/export"}, {"name": "b", "source": "org/model"},
                        {"name": "c", "source": "file:///mnt/x"}])
     assert [m.source for m in ok.models] == ["s3://bucket/run/export", "org/model", "file:///mnt/x"]
+    # An absolute path may only exist where the replicas run (a mounted volume); relative ones must exist.
+    assert stage(models=[{"name": "a", "source": "/mnt/shared/run/export"}]).models[0].source.startswith("/")
     for bad in ("ftp://host/model", "s3://", "./does/not/exist"):
         with pytest.raises(ValueError):
             stage(models=[{"name": "a", "source": bad}])
@@ -47,7 +49,7 @@ def test_every_problem_is_reported_with_its_key(tmp_path):
 def test_unique_names_and_port_ranges():
     with pytest.raises(ValueError, match="repeats"):
         stage(models=[{"name": "a", "source": "tiny:small"}, {"name": "a", "source": "tiny:tiny"}])
-    with pytest.raises(ValueError, match="direct-ingress range"):
+    with pytest.raises(ValueError, match="direct-ingress port range"):
         stage(ingress="direct", port=30010, direct_port=30000)
     assert stage(ingress="direct", direct_port=8100).local_ray_env()["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] == "8100"
     assert stage(ingress="proxy").local_ray_env() == {}

@@ -15,10 +15,16 @@ from ultrachat.config.base import EnvVarName, Section
 from ultrachat.models.source import check_model_ref
 
 REMOTE_MODEL_SCHEMES = ("s3://", "gs://", "file://")
+# Ports Serve may give direct-ingress replicas on one node, from direct_port up.
+DIRECT_PORTS = 100
 
 
 def check_served_source(ref: str) -> str:
-    """A model reference, or a URI of a model dir that each replica copies to local disk first."""
+    """A model reference, or a URI of a model dir that each replica copies to local disk first.
+
+    Absolute paths are not checked here: the config may be built on a node without the volume the
+    replicas mount (a RayService's head); the replica checks, and `ultrachat serve` checks locally.
+    """
     if ref.startswith(REMOTE_MODEL_SCHEMES):
         if len(ref.split("://", 1)[1].strip("/")) == 0:
             raise ValueError(f"{ref!r} names no folder; give the model dir, e.g. s3://bucket/run/export")
@@ -26,6 +32,8 @@ def check_served_source(ref: str) -> str:
     if "://" in ref:
         raise ValueError(f"unsupported scheme in {ref!r}; use one of {list(REMOTE_MODEL_SCHEMES)}, "
                          f"a local model dir, a hub id or tiny:<size>")
+    if ref.startswith("/"):
+        return ref
     return check_model_ref(ref)
 
 
@@ -104,7 +112,7 @@ class ServeStage(Section):
     # RAY_SERVE_ENABLE_DIRECT_INGRESS=1 (or RAY_SERVE_ENABLE_HA_PROXY=1) in the cluster's environment;
     # a locally started Ray gets it from the job.
     ingress: Literal["proxy", "direct"] = "proxy"
-    direct_port: int = Field(default=30000, ge=1, le=64535)
+    direct_port: int = Field(default=30000, ge=1, le=65535 - DIRECT_PORTS)
     auth: ApiAuth = ApiAuth()
     # Larger request bodies get 413 before anything parses them.
     max_request_bytes: int = Field(default=2 * 2**20, ge=1024)
@@ -119,7 +127,7 @@ class ServeStage(Section):
             return {}
         return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
                 "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(self.direct_port),
-                "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(self.direct_port + 1000),
+                "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(self.direct_port + DIRECT_PORTS - 1),
                 # The 30 s default gives a cluster's load balancer time to deregister a stopping
                 # replica; a local Ray has none, so Ctrl-C need not wait for it.
                 "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
@@ -130,4 +138,11 @@ class ServeStage(Section):
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             raise ValueError(f"models: names must be unique, {repeated} repeats")
+        return self
+
+    @model_validator(mode="after")
+    def _ports_apart(self):
+        if self.ingress == "direct" and self.direct_port <= self.port <= self.direct_port + DIRECT_PORTS - 1:
+            raise ValueError(f"port {self.port} lies in the direct-ingress port range {self.direct_port}-"
+                             f"{self.direct_port + DIRECT_PORTS - 1}; move direct_port or port")
         return self

@@ -78,7 +78,7 @@ def model_deployment_options(model: ServedModel) -> dict[str, Any]:
 
 
 def build_application(stage: ServeStage) -> Application:
-    from ultrachat.serving.model_server import ModelServer
+    from ultrachat.serving.model_server import ModelIngress, ModelServer
     from ultrachat.serving.router import Router
 
     guard = guard_settings(stage)
@@ -87,8 +87,8 @@ def build_application(stage: ServeStage) -> Application:
     for model in stage.models:
         options = model_deployment_options(model)
         logger.info("deployment %s: %s", options["name"], options)
-        bound[model.name] = serve.deployment(ModelServer).options(**options).bind(
-            model.model_dump(), guard, http_ingress=single)
+        server = ModelIngress if single else ModelServer
+        bound[model.name] = serve.deployment(server).options(**options).bind(model.model_dump(), guard)
     if single:
         return next(iter(bound.values()))
     capacity = sum(m.max_ongoing_requests * m.autoscaling.max_replicas for m in stage.models)

@@ -46,6 +46,7 @@ def _copy_dir(source: str, target: Path, key: str) -> None:
                                f"training run's export/ folder")
     staging = Path(f"{target}.incoming")
     shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     logger.info("copying the model from %s to %s", source, target)
     fs.copy_files(inner, str(staging), source_filesystem=filesystem, destination_filesystem=fs.LocalFileSystem())
     staging.rename(target)

@@ -58,11 +58,14 @@ def _drop_seed(body: bytes) -> bytes:
     return body
 
 
-@serve.ingress()
 class ModelServer:
-    """Replica of one served model; Serve options (resources, autoscaling) are set by serving/app.py."""
+    """Replica of one served model; Serve options (resources, autoscaling) are set by serving/app.py.
 
-    async def __init__(self, model: dict[str, Any], guard: dict[str, Any], http_ingress: bool = True):
+    Behind the router (several models) it is called through its handle (``forward``, ``models``);
+    as ``ModelIngress`` (one model) it also serves HTTP itself.
+    """
+
+    async def __init__(self, model: dict[str, Any], guard: dict[str, Any]):
         from vllm.entrypoints.launchers.api_server.app_state import init_app_state
         from vllm.entrypoints.launchers.api_server.entry import build_async_engine_client_from_engine_args
         from vllm.entrypoints.launchers.app import build_app
@@ -90,7 +93,7 @@ class ModelServer:
         internal = GuardSettings(max_request_bytes=settings.max_request_bytes,
                                  max_ongoing_requests=self.model.max_ongoing_requests)
         self._internal = HttpGuard(vllm_app, internal, rewrite)
-        self._http = HttpGuard(vllm_app, settings if http_ingress else internal, rewrite)
+        self._http = HttpGuard(vllm_app, settings, rewrite)
         logger.info("%s ready", self.model.name)
 
     def __serve_build_asgi_app__(self):
@@ -114,3 +117,7 @@ class ModelServer:
     async def __del__(self):
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._stack.aclose(), timeout=30)
+
+
+# Serve allows one ASGI ingress per application: with one model it is the model itself.
+ModelIngress = serve.ingress()(ModelServer)

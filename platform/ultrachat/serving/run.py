@@ -12,10 +12,13 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import httpx
 
 from ultrachat.config.schema import ServeConfig
+from ultrachat.config.serving import REMOTE_MODEL_SCHEMES
+from ultrachat.models.source import TINY_PREFIX, resolve_model
 from ultrachat.serving.app import APP_NAME, build_application
 
 logger = logging.getLogger(__name__)
@@ -25,6 +28,7 @@ def run_serve(config: ServeConfig) -> dict:
     from ray import serve
 
     started = time.monotonic()
+    config = _absolute_local_sources(config)
     serve.start(http_options={"host": config.host, "port": config.port})
     try:
         app = build_application(config)
@@ -48,6 +52,20 @@ def run_serve(config: ServeConfig) -> dict:
     logger.info("stopping: deleting the app and shutting Serve down")
     _shutdown()
     return {**counts, "served_s": round(time.monotonic() - started - ready_s, 1)}
+
+
+def _absolute_local_sources(config: ServeConfig) -> ServeConfig:
+    """Replicas do not share the driver's working dir: give them absolute paths. On a local Ray they
+    see this machine's files, so a missing model dir is reported now, not by a failed replica."""
+    models = []
+    for model in config.models:
+        source = model.source
+        if not source.startswith((*REMOTE_MODEL_SCHEMES, TINY_PREFIX)) and Path(source).expanduser().exists():
+            source = str(Path(source).expanduser().resolve())
+        elif source.startswith("/") and not os.environ.get("RAY_ADDRESS"):
+            resolve_model(source, f"models[{model.name}].source")  # raises with the fix
+        models.append(model.model_copy(update={"source": source}))
+    return config.model_copy(update={"models": models})
 
 
 def _shutdown() -> None:
