@@ -155,12 +155,17 @@ async def run_level(url: str, concurrency: int, requests: int, max_tokens: int) 
     import aiohttp
 
     results: list[tuple[float, int, float]] = []
+    retried: list[int] = []
     timeout = aiohttp.ClientTimeout(total=600)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         async def stream() -> None:
             for _ in range(requests):
-                results.append(await _one_request(session, url, max_tokens))
+                try:
+                    results.append(await _one_request(session, url, max_tokens))
+                except aiohttp.ClientConnectionError:  # a pooled connection the server had closed
+                    retried.append(1)
+                    results.append(await _one_request(session, url, max_tokens))
 
         started = time.perf_counter()
         await asyncio.gather(*(stream() for _ in range(concurrency)))
@@ -169,7 +174,8 @@ async def run_level(url: str, concurrency: int, requests: int, max_tokens: int) 
     tokens = sum(r[1] for r in results)
     return {"concurrency": concurrency, "requests": len(results), "tokens": tokens, "wall_s": round(wall, 2),
             "tokens_per_s": round(tokens / wall, 1), "ttft_p50_s": round(statistics.median(ttfts), 3),
-            "ttft_p99_s": round(ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))], 3)}
+            "ttft_p99_s": round(ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))], 3),
+            "connection_retries": len(retried)}
 
 
 class TreeMemory(threading.Thread):

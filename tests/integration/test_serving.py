@@ -5,7 +5,6 @@ load test from a second process, and Ctrl-C."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ import psutil
 import pytest
 import yaml
 
+from ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "tiny-chat"
 KEYS_ENV = "UC_TEST_SERVE_KEYS"
@@ -26,17 +27,11 @@ MAX_ONGOING = 8
 MAX_BODY = 64 * 1024
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(small_model_dir, tmp_path_factory):
     """`python jobs/serve.py` as a user starts it in a terminal (own process group), until it is ready."""
     tmp = tmp_path_factory.mktemp("serve")
-    port, direct_port = _free_port(), _free_port()
+    port, direct_port = free_port(), free_port()
     config = {"output_dir": str(tmp / "out"), "run_name": "test-serve",
               "ray": {"local_num_cpus": 2, "local_worker_niceness": 0},
               "models": [{"name": MODEL, "source": "tiny:small", "dtype": "float32", "max_model_len": MAX_LEN,

@@ -4,7 +4,6 @@ as a file:// URI, so the replica copies it first), one the base tiny model with 
 template; requests are routed by `model` through Serve's proxy."""
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -16,16 +15,11 @@ import pytest
 import yaml
 from transformers import AutoTokenizer
 
+from ports import free_port
 from ultrachat.models.chat_template import ULTRACHAT_CHAT_TEMPLATE
 
 EXPORT_MODEL, BASE_MODEL = "ultrallama-export", "tiny-base"
 MESSAGES = [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": "Name a river."}]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _serve_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -35,7 +29,7 @@ def _serve_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def deployed(ray_head, trained, small_model_dir, tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     export = trained["out"] / "export"
     models = [
         {"name": EXPORT_MODEL, "source": export.as_uri(), "dtype": "float32", "max_model_len": 512,

@@ -85,8 +85,7 @@ class ModelServer:
         tasks = await self.engine.get_supported_tasks()
         vllm_app = build_app(args, tasks, self.engine.model_config)
         await init_app_state(self.engine, vllm_app.state, args, tasks)
-        self.cpu = current_platform.is_cpu()
-        rewrite = _drop_seed if self.cpu else None
+        rewrite = _drop_seed if current_platform.is_cpu() else None
         settings = GuardSettings(**guard, max_ongoing_requests=self.model.max_ongoing_requests)
         # Behind the router (several models) the router checks keys and sizes; this replica still
         # refuses work beyond its own capacity.
