@@ -107,8 +107,8 @@ class ServeStage(Section):
     port: int = Field(default=8000, ge=1, le=65535)
     # proxy: client -> Serve proxy -> ingress replica (one Ray hop per stream chunk). direct: Ray
     # Serve direct ingress, the ingress replica serves HTTP itself (from direct_port up, one port per
-    # replica on a node; HAProxy in front on a cluster). Measured at 32 streams: direct 1.19x a bare
-    # vLLM server's tokens/s here, proxy 0.62x (docs/benchmarks.md). direct needs
+    # replica on a node; HAProxy in front on a cluster). Measured at 32 streams: direct 1.19-1.73x a
+    # bare vLLM server's tokens/s here, proxy 0.62-0.69x (docs/benchmarks.md). direct needs
     # RAY_SERVE_ENABLE_DIRECT_INGRESS=1 (or RAY_SERVE_ENABLE_HA_PROXY=1) in the cluster's environment;
     # a locally started Ray gets it from the job.
     ingress: Literal["proxy", "direct"] = "proxy"
