@@ -52,12 +52,22 @@ class GuardSettings:
         return bool(self.keys_env or self.keys_file)
 
 
+def env_keys(name: str) -> list[str]:
+    """The keys in environment variable ``name``: one, or several separated by commas."""
+    return [key.strip() for key in os.environ.get(name, "").split(",") if key.strip()]
+
+
+def file_keys(path: Path) -> list[str]:
+    """The keys in a keys file: one per line; blank lines and # comments ignored."""
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
 class ApiKeys:
     """The accepted keys: from an env var (comma-separated) and a file (one per line, re-read on change)."""
 
     def __init__(self, keys_env: str | None, keys_file: str | None):
-        self._env_keys = [k.strip().encode() for k in os.environ.get(keys_env, "").split(",")
-                          if k.strip()] if keys_env else []
+        self._env_keys = [key.encode() for key in env_keys(keys_env)] if keys_env else []
         self._file = Path(keys_file) if keys_file else None
         self._file_keys: list[bytes] = []
         self._file_stamp: float | None = None
@@ -81,8 +91,7 @@ class ApiKeys:
             self._file_keys, self._file_stamp = [], None
             return
         if stamp != self._file_stamp:
-            lines = self._file.read_text().splitlines()
-            self._file_keys = [ln.strip().encode() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+            self._file_keys = [key.encode() for key in file_keys(self._file)]
             self._file_stamp = stamp
             logger.info("loaded %d API key(s) from %s", len(self._file_keys), self._file)
 

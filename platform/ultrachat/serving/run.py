@@ -20,6 +20,7 @@ from ultrachat.config.schema import ServeConfig
 from ultrachat.config.serving import REMOTE_MODEL_SCHEMES
 from ultrachat.models.source import TINY_PREFIX, resolve_model
 from ultrachat.serving.app import APP_NAME, build_application
+from ultrachat.serving.http_guard import env_keys, file_keys
 
 logger = logging.getLogger(__name__)
 
@@ -105,13 +106,11 @@ def direct_ingress_targets() -> list[str]:
 
 
 def _auth_header(config: ServeConfig) -> dict[str, str]:
-    key = None
-    if config.auth.keys_env:
-        key = os.environ.get(config.auth.keys_env, "").split(",")[0].strip() or None
-    if key is None and config.auth.keys_file and os.path.isfile(config.auth.keys_file):
-        lines = [ln.strip() for ln in open(config.auth.keys_file).read().splitlines()]
-        key = next((ln for ln in lines if ln and not ln.startswith("#")), None)
-    return {"Authorization": f"Bearer {key}"} if key else {}
+    """A key the app accepts, read the way the replicas read them, for the readiness probe."""
+    keys = env_keys(config.auth.keys_env) if config.auth.keys_env else []
+    if config.auth.keys_file and os.path.isfile(config.auth.keys_file):
+        keys += file_keys(Path(config.auth.keys_file))
+    return {"Authorization": f"Bearer {keys[0]}"} if keys else {}
 
 
 def _wait_ready(base_url: str, config: ServeConfig, started: float) -> None:
