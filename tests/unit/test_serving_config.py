@@ -68,6 +68,14 @@ def test_deployment_options_map_resources_and_scaling():
     assert cpu["num_replicas"] == 1 and cpu["ray_actor_options"] == {"num_cpus": 1, "num_gpus": 0}
 
 
+def test_unknown_engine_kwargs_are_refused_before_deploying_with_the_nearest_name():
+    from ultrachat.serving.app import build_application
+
+    with pytest.raises(ValueError, match="'gpu_memory_utilisation' \\(did you mean 'gpu_memory_utilization'"):
+        build_application(stage(models=[{"name": "m", "source": "tiny:small",
+                                         "engine_kwargs": {"gpu_memory_utilisation": 0.5}}]))
+
+
 def test_app_args_inline_or_from_a_config_file():
     inline = stage_from_args({"models": [{"name": "m", "source": "tiny:small"}], "max_request_bytes": 4096})
     assert inline.max_request_bytes == 4096

@@ -78,13 +78,15 @@ def model_deployment_options(model: ServedModel) -> dict[str, Any]:
 
 
 def build_application(stage: ServeStage) -> Application:
-    from ultrachat.serving.model_server import ModelIngress, ModelServer
+    from ultrachat.serving.model_server import ModelIngress, ModelServer, vllm_server_args
     from ultrachat.serving.router import Router
 
     guard = guard_settings(stage)
     single = len(stage.models) == 1
     bound = {}
     for model in stage.models:
+        if model.engine_kwargs:  # names checked by vLLM's parser here, not first in a failing replica
+            vllm_server_args(model, "placeholder", None)
         options = model_deployment_options(model)
         logger.info("deployment %s: %s", options["name"], options)
         server = ModelIngress if single else ModelServer

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import json
 import logging
 from typing import Any, AsyncIterator
@@ -36,7 +37,9 @@ def vllm_server_args(model: ServedModel, model_dir: str, chat_template: str | No
     args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
     unknown = sorted(key for key in model.engine_kwargs if not hasattr(args, key))
     if unknown:
-        raise ValueError(f"models[{model.name}].engine_kwargs: {unknown} are not vLLM engine/server arguments "
+        hints = [f"{key!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(key, vars(args), n=1))
+                 else repr(key) for key in unknown]
+        raise ValueError(f"models[{model.name}].engine_kwargs: {', '.join(hints)}: not vLLM engine/server arguments "
                          f"(use the AsyncEngineArgs names, e.g. gpu_memory_utilization, enable_prefix_caching)")
     for key, value in model.engine_kwargs.items():
         setattr(args, key, value)
