@@ -25,10 +25,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip uninstall --yes torchvision torchaudio torchcodec
 	touch $(STAMP)
 
-# The main job on the local default: UltraChat dialogues from the shipped opening lines, both roles on
-# a vLLM CPU engine with the tiny model. Output: outputs/generate-local/ (Parquet + JSONL).
+# The main job on the local default, the whole platform in a few minutes: UltraChat dialogues (vLLM CPU,
+# tiny model) -> fine-tune (Ray Train + DeepSpeed) -> export -> serve (Ray Serve + vLLM) -> a chat reply.
+# Output: outputs/pipeline-local/{generate,train,serve}/; a re-run skips what is done.
 demo: setup
-	$(VENV)/bin/ultrachat generate --config configs/generate/local.yaml
+	$(VENV)/bin/ultrachat pipeline --config configs/pipeline/local.yaml
 
 test: setup
 	$(PY) -m pytest tests/unit tests/integration

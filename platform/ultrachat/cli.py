@@ -11,13 +11,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ultrachat.config import JOB_SCHEMAS
-from ultrachat.errors import ConfigError, InputError, NotImplementedJobError
+from ultrachat.errors import ConfigError, InputError
 from ultrachat.local_env import apply_local_env_defaults
 from ultrachat.logs import setup_logging
 
 logger = logging.getLogger("ultrachat.cli")
 
-EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOT_IMPLEMENTED = 1, 2, 3
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,15 +60,17 @@ def _run_job(args) -> int:
     except ConfigError as err:
         logger.error("%s", err)
         summary, code = JobSummary(args.command, "invalid_config", error=str(err)), EXIT_BAD_INPUT
-    except NotImplementedJobError as err:
-        logger.error("%s", err)
-        summary, code = JobSummary(args.command, "not_implemented", error=str(err)), EXIT_NOT_IMPLEMENTED
     except InputError as err:
         logger.error("%s", err)
         summary, code = JobSummary(args.command, "bad_input", error=str(err)), EXIT_BAD_INPUT
     except (ValueError, RuntimeError, OSError) as err:
         logger.exception("%s job failed", args.command)
         summary, code = JobSummary(args.command, "failed", error=f"{type(err).__name__}: {err}"), EXIT_FAILED
+    # Disconnect first: Ray forwards its processes' output to ours until then, and the summary must stay
+    # the last line. (Apps deployed with detach live on in the cluster.)
+    from ultrachat.ray_runtime import shutdown_ray
+
+    shutdown_ray()
     _emit(asdict(summary))
     return code
 

@@ -20,6 +20,3 @@ class InputError(ValueError):
 class ModelSourceError(ValueError):
     """A model reference that cannot be loaded (missing dir, not a Hugging Face model, offline hub id)."""
 
-
-class NotImplementedJobError(RuntimeError):
-    """A job whose implementation has not landed yet: says so instead of pretending to work."""

@@ -15,21 +15,18 @@ from typing import Any, Callable
 
 from ultrachat import storage
 from ultrachat.config import JobSettings, dump_yaml, load_config
-from ultrachat.errors import NotImplementedJobError
 from ultrachat.logs import setup_logging
 
 logger = logging.getLogger(__name__)
 
 RESOLVED_CONFIG_NAME = "resolved_config.yaml"
 
-# job -> "module:function" taking (config) and returning its counts; or the issue it lands with.
+# job -> "module:function" taking (config) and returning its counts.
 _RUNNERS: dict[str, str] = {
     "generate": "ultrachat.generation.run:run_generate",
     "train": "ultrachat.training.run:run_train",
     "serve": "ultrachat.serving.run:run_serve",
-}
-_PENDING: dict[str, str] = {
-    "pipeline": "the end-to-end pipeline (issue #7)",
+    "pipeline": "ultrachat.pipeline:run_pipeline",
 }
 
 
@@ -44,13 +41,8 @@ class JobSummary:
 
 
 def runner_for(job: str) -> Callable[[JobSettings], dict]:
-    if job in _RUNNERS:
-        module, _, name = _RUNNERS[job].partition(":")
-        return getattr(importlib.import_module(module), name)
-    raise NotImplementedJobError(
-        f"`ultrachat {job}` is not implemented yet: {_PENDING[job]} has not landed. The config was "
-        f"validated; nothing was run or written."
-    )
+    module, _, name = _RUNNERS[job].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def save_resolved(config: JobSettings, job: str, source: str) -> str:

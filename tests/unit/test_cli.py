@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -25,16 +23,6 @@ def test_help_lists_every_command():
     assert result.returncode == 0
     for command in ("generate", "train", "serve", "pipeline", "check-config", "tiny-model", "doctor"):
         assert command in result.stdout
-
-
-@pytest.mark.parametrize("job", ["pipeline"])
-def test_unimplemented_jobs_say_so_after_validating(job):
-    result = run(f"jobs/{job}.py", "--config", f"configs/{job}/local.yaml", "output_dir=outputs/never")
-    summary = last_json(result.stdout)
-    assert result.returncode == 3
-    assert summary["job"] == job and summary["status"] == "not_implemented"
-    assert "not implemented yet" in summary["error"] and "issue #" in summary["error"]
-    assert not (REPO / "outputs" / "never").exists()
 
 
 def test_invalid_config_exits_2_with_every_problem_on_stderr_and_in_the_summary(tmp_path):

@@ -8,12 +8,13 @@ training and serving fill in their stages in their own issues; what is here is v
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, model_validator
 
 from ultrachat.config.base import LogLevel, Section
 from ultrachat.config.generation import GenerateStage
+from ultrachat.config.pipeline import STAGES, PipelineServe, PipelineTrain, Stage, check_stage_order
 from ultrachat.config.serving import ServeStage
 from ultrachat.config.training import TrainStage
 
@@ -59,20 +60,23 @@ class ServeConfig(JobSettings, ServeStage):
     local_ray_env = ServeStage.local_ray_env
 
 
-class PipelineServe(Section):
-    """Serving inside the pipeline: the model is the train stage's export, so no source is given."""
-
-    name: str = Field(default="ultrallama", min_length=1)
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    max_model_len: int = Field(default=2048, ge=16)
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
-
-
 class PipelineConfig(JobSettings):
+    """generate -> train -> serve in one job; see config/pipeline.py for how the stages are linked."""
+
+    stages: Annotated[list[Stage], AfterValidator(check_stage_order)] = Field(default=list(STAGES), min_length=1)
     generate: GenerateStage
-    train: TrainStage
+    train: PipelineTrain
     serve: PipelineServe = PipelineServe()
+
+    def local_ray_env(self) -> dict[str, str]:
+        return self.serve.local_ray_env() if "serve" in self.stages else {}
+
+    @model_validator(mode="after")
+    def _linked(self):
+        if "serve" in self.stages and "train" not in self.stages and any(m.source is None for m in self.serve.models):
+            raise ValueError("serve.models: a model without `source` serves the train stage's export, but train is "
+                             "not in stages; fix: keep train in stages (a finished run is skipped) or set the source")
+        return self
 
 
 JOB_SCHEMAS: dict[str, type[JobSettings]] = {

@@ -26,6 +26,23 @@ logger = logging.getLogger(__name__)
 
 
 def run_serve(config: ServeConfig) -> dict:
+    started = time.monotonic()
+    base_url = start_serving(config)
+    ready_s = round(time.monotonic() - started, 1)
+    logger.info("serving %s at %s (ready in %.0f s)\n%s", [m.name for m in config.models], base_url, ready_s,
+                usage_example(base_url, config))
+    counts = {"base_url": base_url, "models": [m.name for m in config.models], "ready_s": ready_s}
+    if config.detach:
+        logger.info("detach: true: the app keeps running on the cluster; stop it with `serve shutdown`")
+        return counts
+    hold_until_stopped()
+    logger.info("stopping: deleting the app and shutting Serve down")
+    stop_serving()
+    return {**counts, "served_s": round(time.monotonic() - started - ready_s, 1)}
+
+
+def start_serving(config: ServeConfig) -> str:
+    """Deploy the app, wait until every model answers, return the base URL clients use (``.../v1``)."""
     from ray import serve
 
     started = time.monotonic()
@@ -40,19 +57,9 @@ def run_serve(config: ServeConfig) -> dict:
         _wait_ready(base_url, config, started)
     except BaseException:  # a failed deploy or Ctrl-C while starting: leave no half-started app behind
         if not config.detach:
-            _shutdown()
+            stop_serving()
         raise
-    ready_s = round(time.monotonic() - started, 1)
-    logger.info("serving %s at %s (ready in %.0f s)\n%s", [m.name for m in config.models], base_url, ready_s,
-                usage_example(base_url, config))
-    counts = {"base_url": base_url, "models": [m.name for m in config.models], "ready_s": ready_s}
-    if config.detach:
-        logger.info("detach: true: the app keeps running on the cluster; stop it with `serve shutdown`")
-        return counts
-    _wait_for_stop()
-    logger.info("stopping: deleting the app and shutting Serve down")
-    _shutdown()
-    return {**counts, "served_s": round(time.monotonic() - started - ready_s, 1)}
+    return base_url
 
 
 def _absolute_local_sources(config: ServeConfig) -> ServeConfig:
@@ -69,7 +76,7 @@ def _absolute_local_sources(config: ServeConfig) -> ServeConfig:
     return config.model_copy(update={"models": models})
 
 
-def _shutdown() -> None:
+def stop_serving() -> None:
     from ray import serve
 
     serve.delete(APP_NAME)
@@ -105,19 +112,20 @@ def direct_ingress_targets() -> list[str]:
             for target in group.targets if target.port != proxy_port]
 
 
-def _auth_header(config: ServeConfig) -> dict[str, str]:
-    """A key the app accepts, read the way the replicas read them, for the readiness probe."""
+def api_key(config: ServeConfig) -> str | None:
+    """A key the app accepts, read the way the replicas read them (None when auth is off)."""
     keys = env_keys(config.auth.keys_env) if config.auth.keys_env else []
     if config.auth.keys_file and os.path.isfile(config.auth.keys_file):
         keys += file_keys(Path(config.auth.keys_file))
-    return {"Authorization": f"Bearer {keys[0]}"} if keys else {}
+    return keys[0] if keys else None
 
 
 def _wait_ready(base_url: str, config: ServeConfig, started: float) -> None:
     """Every model answers a one-token chat; Serve's own status explains a failed deploy."""
     from ray import serve
 
-    headers = _auth_header(config)
+    key = api_key(config)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     deadline = started + config.ready_timeout_s
     pending = [m.name for m in config.models]
     last = ""
@@ -156,7 +164,7 @@ def usage_example(base_url: str, config: ServeConfig) -> str:
             f"  Ctrl-C stops the server.")
 
 
-def _wait_for_stop() -> None:
+def hold_until_stopped() -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -1,0 +1,171 @@
+"""The pipeline job: generate -> train (with export) -> serve -> one chat request, on one Ray.
+
+Each stage is the stage's own job, run in this process with its own ``output_dir/<stage>`` and
+resolved config, so the stages keep their resume rules: generation runs only the dialogues not in
+its output yet, training resumes from its latest checkpoint and returns at once when its export of
+the same data and schedule exists. A re-run after a failure therefore pays only for what is missing.
+Serving always deploys (a server is not an artifact) and proves the model answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from ultrachat import storage
+from ultrachat.config.pipeline import PipelineServe
+from ultrachat.config.schema import GenerateConfig, PipelineConfig, ServeConfig, TrainConfig
+from ultrachat.generation.run import DIALOGUES_DIR
+from ultrachat.job import save_resolved
+from ultrachat.training.export import EXPORT_DIR
+
+logger = logging.getLogger(__name__)
+
+_JOB_KEYS = ("log_level", "ray")
+
+
+def stage_dir(config: PipelineConfig, stage: str) -> str:
+    return storage.join(config.output_dir, stage)
+
+
+def stage_configs(config: PipelineConfig) -> dict:
+    """Each stage's own job config, with the links between stages filled in."""
+    run = config.run_name or "pipeline"
+
+    def job_keys(stage: str) -> dict:
+        return {"output_dir": stage_dir(config, stage), "run_name": f"{run}-{stage}",
+                **config.model_dump(include=set(_JOB_KEYS))}
+
+    dialogues = storage.join(stage_dir(config, "generate"), DIALOGUES_DIR)
+    # Absolute: the serve replicas do not share this process's working dir (and it may not exist yet).
+    export = _absolute(storage.join(stage_dir(config, "train"), EXPORT_DIR))
+    train = config.train.model_dump()
+    train["data"]["paths"] = train["data"]["paths"] or [dialogues]
+    serve = config.serve.model_dump(exclude={"chat", "keep_serving"})
+    for model in serve["models"]:
+        model["source"] = model["source"] or export
+    # A pipeline that keeps serving on a cluster hands the app over like `serve deploy` does.
+    serve["detach"] = config.serve.detach and config.serve.keep_serving
+    return {
+        "generate": GenerateConfig.model_validate({**job_keys("generate"), **config.generate.model_dump()}),
+        "train": TrainConfig.model_validate({**job_keys("train"), **train}),
+        "serve": ServeConfig.model_validate({**job_keys("serve"), **serve}),
+    }
+
+
+def run_pipeline(config: PipelineConfig) -> dict:
+    started = time.monotonic()
+    configs = stage_configs(config)
+    results: dict[str, dict] = {}
+    for number, stage in enumerate(config.stages, 1):
+        stage_config = configs[stage]
+        logger.info("stage %d/%d: %s -> %s", number, len(config.stages), stage, stage_config.output_dir)
+        save_resolved(stage_config, stage, "the pipeline config")
+        stage_started = time.monotonic()
+        results[stage] = _RUNNERS[stage](stage_config, config.serve)
+        results[stage]["seconds"] = round(time.monotonic() - stage_started, 1)
+        logger.info("stage %d/%d: %s %s in %.0f s", number, len(config.stages), stage,
+                    "skipped (already done)" if results[stage].get("skipped") else "done", results[stage]["seconds"])
+    artifacts = _artifacts(configs, results)
+    logger.info("pipeline finished in %.0f s\n%s", time.monotonic() - started, _report(artifacts, results))
+    return {"stages": results, "artifacts": artifacts}
+
+
+def _generate(config: GenerateConfig, _serve: PipelineServe) -> dict:
+    from ultrachat.generation.run import run_generate
+
+    counts = run_generate(config)
+    construction_calls = sum(stage["to_run"] for stage in (counts.get("construction") or {}).get("stages", {}).values())
+    counts["skipped"] = construction_calls == 0 and counts.get("dialogues") == counts.get("already_done")
+    return counts
+
+
+def _train(config: TrainConfig, _serve: PipelineServe) -> dict:
+    from ultrachat.training.run import run_train
+
+    counts = run_train(config)
+    counts["skipped"] = bool(counts.get("already_exported"))
+    return counts
+
+
+def _serve(config: ServeConfig, settings: PipelineServe) -> dict:
+    from ultrachat.serving.run import hold_until_stopped, start_serving, stop_serving, usage_example
+
+    started = time.monotonic()
+    base_url = start_serving(config)
+    try:
+        counts = {"base_url": base_url, "models": [m.name for m in config.models],
+                  "ready_s": round(time.monotonic() - started, 1), **_chat(base_url, config, settings)}
+    except BaseException:
+        if not config.detach:
+            stop_serving()
+        raise
+    if not settings.keep_serving:
+        stop_serving()
+        counts["stopped"] = True
+    elif config.detach:
+        logger.info("keep_serving with detach: the app stays deployed on the cluster; `serve shutdown` stops it")
+    else:
+        logger.info("keep_serving: serving at %s until Ctrl-C\n%s", base_url, usage_example(base_url, config))
+        hold_until_stopped()
+        stop_serving()
+        counts["stopped"] = True
+    return counts
+
+
+def _chat(base_url: str, config: ServeConfig, settings: PipelineServe) -> dict:
+    """One chat completion through the official OpenAI client, as any user of the API would send it."""
+    import openai
+
+    from ultrachat.serving.run import api_key
+
+    model = config.models[0].name
+    client = openai.OpenAI(base_url=base_url, api_key=api_key(config) or "none", timeout=300, max_retries=2)
+    logger.info("asking %s: %r", model, settings.chat.prompt)
+    response = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": settings.chat.prompt}],
+        max_tokens=settings.chat.max_tokens, temperature=settings.chat.temperature)
+    return {"prompt": settings.chat.prompt, "reply": response.choices[0].message.content,
+            "finish_reason": response.choices[0].finish_reason,
+            "usage": response.usage.model_dump() if response.usage else None}
+
+
+def _absolute(path: str) -> str:
+    return path if storage.is_uri(path) else os.path.abspath(path)
+
+
+_RUNNERS = {"generate": _generate, "train": _train, "serve": _serve}
+
+
+def _artifacts(configs: dict, results: dict) -> dict:
+    generate, train = configs["generate"].output_dir, configs["train"].output_dir
+    found = {"resolved_configs": [storage.join(c.output_dir, "resolved_config.yaml") for c in configs.values()]}
+    if "generate" in results:
+        found["dialogues"] = results["generate"].get("dialogues_dir")
+        found["dialogues_jsonl"] = results["generate"].get("jsonl")
+        if results["generate"].get("construction"):
+            found["openings"] = storage.join(generate, "openings")
+    if "train" in results:
+        found.update(prepared_data=storage.join(train, "prepared"), checkpoints=storage.join(train, "checkpoints"),
+                     train_metrics=storage.join(train, "metrics.jsonl"), model=results["train"]["export_dir"])
+    if "serve" in results:
+        found["served_at"] = results["serve"]["base_url"]
+    return found
+
+
+def _report(artifacts: dict, results: dict) -> str:
+    lines = [f"  {name + ':':18} {value}" for name, value in artifacts.items()
+             if value and name != "resolved_configs"]
+    lines.append(f"  {'resolved configs:':18} {', '.join(artifacts['resolved_configs'])}")
+    if "generate" in results:
+        counts = results["generate"]
+        statuses = {k[len('status_'):]: v for k, v in counts.items() if k.startswith("status_")}
+        lines.append(f"  {'dialogues:':18} {counts.get('dialogues', 0)} {statuses}")
+    if "serve" in results:
+        serve = results["serve"]
+        state = "stopped" if serve.get("stopped") else "still serving"
+        lines.append(f"  {'model served:':18} {serve['models'][0]} at {serve['base_url']} ({state})")
+        lines.append(f"  {'prompt:':18} {serve['prompt']}")
+        lines.append(f"  {'reply:':18} {serve['reply']!r}")
+    return "\n".join(lines)

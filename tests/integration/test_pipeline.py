@@ -1,0 +1,107 @@
+"""`jobs/pipeline.py` with the shipped local config (what `make demo` runs), on a private local Ray.
+
+One failed run, one that finishes the rest, one that finds everything done: generate -> train ->
+export -> serve -> a chat reply, each stage skipping what an earlier run finished.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from ports import free_port
+from processes import kill_processes_using
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "configs" / "pipeline" / "local.yaml"
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(small_model_dir, tmp_path_factory):
+    """Runs the pipeline job like a terminal does, in its own Ray temp dir, and stops all it started."""
+    out = tmp_path_factory.mktemp("pipeline") / "out"
+    # Short: Ray's unix sockets live under it (107-byte limit).
+    ray_tmp = tempfile.mkdtemp(prefix="ucpipe-", dir="/tmp")
+    port, direct_port = free_port(), free_port()
+    base = [f"output_dir={out}", f"serve.port={port}", f"serve.direct_port={direct_port}"]
+
+    def run(*overrides: str) -> tuple[int, dict, str]:
+        env = {**os.environ, "RAY_TMPDIR": ray_tmp}
+        env.pop("RAY_ADDRESS", None)  # a private local Ray, as `make demo` starts
+        proc = subprocess.Popen([sys.executable, "jobs/pipeline.py", "--config", str(CONFIG), *base, *overrides],
+                                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        try:
+            stdout, stderr = proc.communicate(timeout=900)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+            pytest.fail(f"the pipeline did not finish in 900 s:\n{stderr[-5000:]}")
+        finally:
+            kill_processes_using(ray_tmp)
+        lines = stdout.strip().splitlines()
+        assert lines and lines[-1].startswith("{"), \
+            f"no JSON summary last (exit {proc.returncode}):\n{stdout[-3000:]}\n{stderr[-6000:]}"
+        return proc.returncode, json.loads(lines[-1]), stderr
+
+    try:
+        yield {"run": run, "out": out, "direct_port": direct_port}
+    finally:
+        kill_processes_using(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_the_pipeline_resumes_after_a_failure_and_ends_with_a_served_reply(pipeline_run):
+    out = pipeline_run["out"]
+    # Run 1 fails in the train stage (its workers would leave no CPU to feed them) after generating.
+    code, summary, stderr = pipeline_run["run"]("train.cpus_per_worker=1")
+    assert code == 2 and summary["status"] == "bad_input", stderr[-4000:]
+    assert "cpus_per_worker" in summary["error"] and "Fix:" in summary["error"]
+    generated = pq.read_table(out / "generate" / "dialogues")
+    assert generated.num_rows == 16  # openings.limit in the shipped config
+    assert not (out / "train" / "export").exists()
+
+    # Run 2: the same command without the mistake finishes the rest.
+    code, summary, stderr = pipeline_run["run"]()
+    assert code == 0, stderr[-6000:]
+    stages = summary["counts"]["stages"]
+    assert stages["generate"]["skipped"] and stages["generate"]["already_done"] == 16
+    assert not stages["train"]["skipped"] and stages["train"]["total_steps"] >= 1
+    assert stages["train"]["data"]["train_dialogues"] == generated.to_pydict()["status"].count("kept")
+    serve = stages["serve"]
+    assert serve["base_url"] == f"http://127.0.0.1:{pipeline_run['direct_port']}/v1"
+    assert isinstance(serve["reply"], str) and serve["reply"].strip() and serve["usage"]["completion_tokens"] >= 1
+    assert serve["stopped"]
+    for stage in ("1/3: generate", "2/3: train", "3/3: serve"):
+        assert f"stage {stage}" in stderr
+    assert "step 1 | loss" in stderr  # training progress lines
+
+    # Every artifact the report names exists, and the report ends with the reply.
+    artifacts = summary["counts"]["artifacts"]
+    export = Path(artifacts["model"])
+    assert export == out / "train" / "export" and (export / "config.json").is_file()
+    assert json.loads((export / "ultrachat_export.json").read_text())["steps"] == stages["train"]["total_steps"]
+    for key in ("dialogues", "dialogues_jsonl", "checkpoints", "train_metrics"):
+        assert Path(artifacts[key]).exists(), key
+    for path in artifacts["resolved_configs"]:
+        assert yaml.safe_load(Path(path).read_text())["output_dir"].startswith(str(out))
+    report = stderr[stderr.index("pipeline finished"):]
+    assert str(export) in report and f"reply:             {serve['reply']!r}" in report
+
+    with socket.socket() as sock:  # the server was stopped after the reply
+        assert sock.connect_ex(("127.0.0.1", pipeline_run["direct_port"])) != 0
+
+    # Run 3: nothing left to do for generate and train.
+    code, summary, stderr = pipeline_run["run"]("stages=[generate,train]")
+    assert code == 0, stderr[-4000:]
+    stages = summary["counts"]["stages"]
+    assert stages["generate"]["skipped"] and stages["train"]["skipped"] and "serve" not in stages

@@ -1,0 +1,72 @@
+"""The pipeline config: one file drives all stages, and the stages are wired to each other's outputs."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ultrachat.config import load_config
+from ultrachat.config.schema import GenerateConfig, ServeConfig, TrainConfig
+from ultrachat.errors import ConfigError
+from ultrachat.pipeline import stage_configs
+
+REPO = Path(__file__).resolve().parents[2]
+LOCAL = REPO / "configs" / "pipeline" / "local.yaml"
+
+
+def load(*overrides):
+    return load_config("pipeline", LOCAL, list(overrides))
+
+
+def test_each_stage_gets_its_own_job_config_linked_to_the_previous_stage(tmp_path):
+    config = load(f"output_dir={tmp_path}/run", "run_name=demo")
+    configs = stage_configs(config)
+    generate, train, serve = configs["generate"], configs["train"], configs["serve"]
+    assert isinstance(generate, GenerateConfig) and isinstance(train, TrainConfig) and isinstance(serve, ServeConfig)
+    assert [c.output_dir for c in configs.values()] == [f"{tmp_path}/run/{s}" for s in ("generate", "train", "serve")]
+    assert [c.run_name for c in configs.values()] == ["demo-generate", "demo-train", "demo-serve"]
+    assert train.data.paths == [f"{tmp_path}/run/generate/dialogues"]
+    # The served model is the train stage's export, by an absolute path the replicas can open.
+    assert serve.models[0].source == f"{tmp_path}/run/train/export" and serve.models[0].name == "ultrallama-tiny"
+    assert serve.detach is False and generate.ray == config.ray == train.ray
+    # Settings given in the pipeline file reach the stage configs unchanged.
+    assert train.num_workers == config.train.num_workers and generate.openings.limit == config.generate.openings.limit
+
+
+def test_relative_output_dir_gives_an_absolute_export_and_explicit_links_win(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    configs = stage_configs(load("output_dir=rel", "train.data.paths=[/data/mine]",
+                                 "serve.models.0.source=tiny:small"))
+    assert configs["train"].data.paths == ["/data/mine"]
+    assert configs["serve"].models[0].source == "tiny:small"
+    configs = stage_configs(load("output_dir=rel"))
+    assert configs["serve"].models[0].source == os.path.join(str(tmp_path), "rel", "train", "export")
+
+
+def test_uri_outputs_stay_uris():
+    configs = stage_configs(load("output_dir=s3://bucket/runs/a"))
+    assert configs["train"].data.paths == ["s3://bucket/runs/a/generate/dialogues"]
+    assert configs["serve"].models[0].source == "s3://bucket/runs/a/train/export"
+
+
+def test_stages_run_in_pipeline_order_and_need_what_they_link_to():
+    assert load("stages=[serve,generate,train]").stages == ["generate", "train", "serve"]
+    assert load("stages=[serve]", "serve.models.0.source=tiny:small").stages == ["serve"]
+    with pytest.raises(ConfigError, match="listed twice"):
+        load("stages=[train,train]")
+    with pytest.raises(ConfigError, match="train stage's export, but train is not in stages"):
+        load("stages=[generate,serve]")
+    with pytest.raises(ConfigError, match="'generate', 'train' or 'serve' \\(got 'serv'\\)"):
+        load("stages=[generate,serv]")
+
+
+def test_keep_serving_on_a_cluster_detaches_only_when_asked():
+    assert stage_configs(load("serve.detach=true"))["serve"].detach is False
+    assert stage_configs(load("serve.detach=true", "serve.keep_serving=true"))["serve"].detach is True
+
+
+def test_unknown_keys_in_a_stage_section_name_the_nearest_key():
+    with pytest.raises(ConfigError) as info:
+        load("train.num_workrs=2", "serve.chat.promt=hi")
+    text = str(info.value)
+    assert "did you mean 'num_workers'" in text and "did you mean 'prompt'" in text
