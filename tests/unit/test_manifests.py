@@ -4,67 +4,20 @@ The CRDs are not vendored: CI checks them out beside the repo (``../shared/kuber
 ``$ULTRACHAT_KUBERAY_CRDS`` points at them.
 """
 
-import os
-import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from manifests import MANIFESTS, REPO_ROOT, crd_dir, manifest_id  # noqa: F401  (crd_dir: a fixture)
 from ultrachat import kuberay
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-EXCLUDED_DIRS = {".venv", "venv", ".git", "outputs", "node_modules", "__pycache__"}
-RAY_API_VERSION = re.compile(r"^\s*apiVersion:\s*['\"]?ray\.io/", re.MULTILINE)
-
-
-def _is_kuberay_file(path: Path) -> bool:
-    text = path.read_text(errors="replace")
-    try:
-        docs = list(yaml.safe_load_all(text))
-    except yaml.YAMLError:
-        # Keep a broken file that looks like a KubeRay manifest, so validation reports why.
-        return bool(RAY_API_VERSION.search(text))
-    return any(
-        isinstance(d, dict) and str(d.get("apiVersion", "")).startswith("ray.io/") for d in docs
-    )
-
-
-def find_kuberay_manifests(root: Path = REPO_ROOT) -> list[Path]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(
-            d for d in dirnames if d not in EXCLUDED_DIRS and not d.startswith(".")
-        )
-        for name in sorted(filenames):
-            path = Path(dirpath, name)
-            if path.suffix in (".yaml", ".yml") and _is_kuberay_file(path):
-                found.append(path)
-    return found
-
-
-MANIFESTS = find_kuberay_manifests()
-
-
-@pytest.fixture
-def crd_dir() -> Path:
-    path = kuberay.default_crd_dir(REPO_ROOT)
-    if not path.is_dir():
-        message = (
-            f"KubeRay CRDs not found at {path} (clone them beside the repo as "
-            f"shared/kuberay-crds, or set {kuberay.CRD_DIR_ENV})"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(message)  # in CI a missing CRD dir is a broken checkout, not a skip
-        pytest.skip(message)
-    return path
 
 
 def test_cluster_yaml_is_discovered():
     assert REPO_ROOT / "cluster.yaml" in MANIFESTS
 
 
-@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+@pytest.mark.parametrize("path", MANIFESTS, ids=manifest_id)
 def test_manifest_is_valid(path, crd_dir):
     errors = kuberay.validate_file(path, crd_dir)
     assert not errors, "\n".join(errors)
