@@ -14,7 +14,7 @@ import posixpath
 from typing import Any, Callable, Iterator, NamedTuple
 
 from ultrachat.errors import InputError
-from ultrachat.storage import filesystem_for
+from ultrachat.storage import STORE_HINT, filesystem_for, is_uri
 
 # JSON lines may be gzipped, as the C4 release is (c4-train.00000-of-01024.json.gz).
 EXTENSIONS = {"jsonl": (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz"), "parquet": (".parquet",),
@@ -30,8 +30,13 @@ def list_input_files(path: str, fmt: str, key: str, formats: tuple[str, ...] = (
     config key in errors. ``fmt`` "auto" takes every extension of ``formats``."""
     from pyarrow import fs
 
-    filesystem, root = filesystem_for(path)
-    info = filesystem.get_file_info(root)
+    try:
+        filesystem, root = filesystem_for(path)
+        info = filesystem.get_file_info(root)
+    except OSError as err:
+        if not is_uri(path):
+            raise
+        raise InputError(f"{key}: cannot read {path}: {err}. {STORE_HINT}") from None
     if info.type == fs.FileType.NotFound:
         raise InputError(f"{key}: {path} does not exist. Fix: point it to a {' or '.join(formats)} file, or a "
                          f"folder of them")

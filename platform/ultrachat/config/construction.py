@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ultrachat.config.base import ModelRef, PoolResources, Section
 from ultrachat.config.chat import Role
+from ultrachat.storage import StoragePath
 
 
 class CallPool(PoolResources):
@@ -24,7 +25,8 @@ class CallPool(PoolResources):
 
 
 class InputFiles(Section):
-    path: str = Field(min_length=1, description="a file or folder, local path or URI (s3://, gs://)")
+    path: StoragePath = Field(
+        min_length=1, description="a file or folder, local path or URI (s3://, gs://, file://)")
     format: Literal["auto", "jsonl", "parquet", "text"] = "auto"
     limit: int | None = Field(default=None, ge=1, description="use only the first N valid records")
 
@@ -108,7 +110,7 @@ class NearDedup(Section):
 class Construction(Section):
     # The LLM that writes subtopics, questions and instructions (any chat backend, as for dialogues).
     llm: Role
-    reference: str | None = Field(default=None, description="YAML replacing the packaged reference lists")
+    reference: StoragePath | None = Field(default=None, description="YAML replacing the packaged reference lists")
     prompts: dict[str, str] = Field(default={}, description="stage -> prompt template replacing the default")
     max_items_per_call: int = Field(default=20, ge=1)
     I: SectorI | None = None  # noqa: E741 (the paper's sector names)

@@ -9,12 +9,14 @@ from pydantic import Field, model_validator
 from ultrachat.config.base import PoolResources, Section
 from ultrachat.config.chat import Role
 from ultrachat.config.construction import Construction
+from ultrachat.storage import StoragePath
 
 SECTORS = ("I", "II", "III")
 
 
 class OpeningsInput(Section):
-    path: str = Field(min_length=1, description="JSONL or Parquet file or folder, local path or URI")
+    path: StoragePath = Field(
+        min_length=1, description="JSONL or Parquet file or folder, local path or URI (s3://, gs://, file://)")
     format: Literal["auto", "jsonl", "parquet"] = "auto"
     limit: int | None = Field(default=None, ge=1, description="use only the first N valid openings")
 

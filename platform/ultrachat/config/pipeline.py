@@ -14,13 +14,14 @@ from pydantic import Field
 from ultrachat.config.base import Section
 from ultrachat.config.serving import ServedModel, ServedSource, ServeStage
 from ultrachat.config.training import TrainData, TrainStage
+from ultrachat.storage import StoragePath
 
 STAGES = ("generate", "train", "serve")
 Stage = Literal["generate", "train", "serve"]
 
 
 class PipelineTrainData(TrainData):
-    paths: list[str] = Field(default=[], description="default: the generate stage's dialogues")
+    paths: list[StoragePath] = Field(default=[], description="default: the generate stage's dialogues")
 
 
 class PipelineTrain(TrainStage):

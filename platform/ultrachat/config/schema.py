@@ -17,6 +17,7 @@ from ultrachat.config.generation import GenerateStage
 from ultrachat.config.pipeline import STAGES, PipelineServe, PipelineTrain, Stage, check_stage_order
 from ultrachat.config.serving import ServeStage
 from ultrachat.config.training import TrainStage
+from ultrachat.storage import StoragePath
 
 
 class RaySettings(Section):
@@ -35,7 +36,7 @@ class RaySettings(Section):
 class JobSettings(Section):
     """Keys every job shares, at the top level of its config."""
 
-    output_dir: str = Field(min_length=1, description="local path or pyarrow/fsspec URI (s3://, gs://)")
+    output_dir: StoragePath = Field(min_length=1, description="local path or pyarrow/fsspec URI (s3://, gs://)")
     run_name: str | None = Field(default=None, description="shown in the Ray dashboard and log lines")
     log_level: LogLevel = "INFO"
     ray: RaySettings = RaySettings()

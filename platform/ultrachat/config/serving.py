@@ -13,6 +13,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from ultrachat.config.base import EnvVarName, Section
 from ultrachat.models.source import check_model_ref
+from ultrachat.storage import check_path, is_uri
 
 REMOTE_MODEL_SCHEMES = ("s3://", "gs://", "file://")
 # Ports Serve may give direct-ingress replicas on one node, from direct_port up.
@@ -28,7 +29,7 @@ def check_served_source(ref: str) -> str:
     if ref.startswith(REMOTE_MODEL_SCHEMES):
         if len(ref.split("://", 1)[1].strip("/")) == 0:
             raise ValueError(f"{ref!r} names no folder; give the model dir, e.g. s3://bucket/run/export")
-        return ref
+        return check_path(ref)
     if "://" in ref:
         raise ValueError(f"unsupported scheme in {ref!r}; use one of {list(REMOTE_MODEL_SCHEMES)}, "
                          f"a local model dir, a hub id or tiny:<size>")
@@ -38,6 +39,21 @@ def check_served_source(ref: str) -> str:
 
 
 ServedSource = Annotated[str, AfterValidator(check_served_source)]
+
+
+def check_chat_template(value: str) -> str:
+    """auto / ultrachat / model, or a template file: a local path or a URI (read by each replica)."""
+    return check_path(value) if is_uri(value) else value
+
+
+def check_keys_file(path: str) -> str:
+    # The guard re-reads the file whenever it changes (rotation without a restart); that needs a
+    # local file, which is what a Kubernetes Secret mounted as a volume is.
+    if is_uri(path):
+        raise ValueError(f"{path!r} is a URI, but the API keys file must be a local file (it is re-read when it "
+                         f"changes); fix: mount the keys as a file (e.g. a Kubernetes Secret volume) and give its "
+                         f"path, or put them in an environment variable named by auth.keys_env")
+    return path
 
 
 class Autoscaling(Section):
@@ -61,8 +77,8 @@ class ServedModel(Section):
                                              "or s3:// / gs:// / file:// URI of a model dir")
     # auto: the template saved with the model (a training export saves its training template) when
     # there is one, else the UltraChat format; ultrachat: always the UltraChat format; model: the
-    # model's own, an error if it has none; any other value is a path to a Jinja template file.
-    chat_template: str = "auto"
+    # model's own, an error if it has none; any other value is a path or URI of a Jinja template file.
+    chat_template: Annotated[str, AfterValidator(check_chat_template)] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     max_model_len: int = Field(default=2048, ge=16)
     tensor_parallel_size: int = Field(default=1, ge=1)
@@ -91,7 +107,7 @@ class ApiAuth(Section):
     # Variable holding one key or several separated by commas.
     keys_env: EnvVarName | None = None
     # File with one key per line (blank lines and # comments ignored); re-read when it changes.
-    keys_file: str | None = None
+    keys_file: Annotated[str, AfterValidator(check_keys_file)] | None = None
     # Paths answered without a key, e.g. for load-balancer and Kubernetes probes.
     public_paths: list[str] = ["/health"]
 

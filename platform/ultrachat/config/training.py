@@ -7,15 +7,25 @@ stated once; gradient accumulation is derived from it, the micro batch and the n
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
-from ultrachat.config.base import ModelRef, Section
+from ultrachat.config.base import Section
+from ultrachat.config.serving import check_served_source
+from ultrachat.models.source import check_model_ref
+from ultrachat.storage import StoragePath
+
+
+def check_base_model(ref: str) -> str:
+    """A model reference (local dir, hub id, tiny:<size>), or the URI of a model dir (e.g. an earlier
+    run's export on s3://), which the job copies to local disk with serving's copy helper."""
+    return check_served_source(ref) if "://" in ref else check_model_ref(ref)
 
 
 class TrainData(Section):
-    paths: list[str] = Field(min_length=1, description="files or folders, local paths or URIs")
+    paths: list[StoragePath] = Field(
+        min_length=1, description="files or folders, local paths or URIs (s3://, gs://, file://)")
     # auto: each record by its fields (messages / conversations / data); see training/dialogues.py.
     format: Literal["auto", "ultrachat", "sharegpt"] = "auto"
     eval_fraction: float = Field(default=0.0, ge=0, lt=0.5, description="held-out share for eval loss")
@@ -31,7 +41,7 @@ class Lora(Section):
 
 
 class TrainStage(Section):
-    model: ModelRef
+    model: Annotated[str, AfterValidator(check_base_model)]
     data: TrainData
     # auto: the model's template when it marks assistant turns ({% generation %}), else the UltraChat
     # format (User: ... </s>\nAssistant: ... </s>); ultrachat: always the UltraChat format.

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from ultrachat import storage
+
 PACKAGED = "ultrachat_reference.yaml"
 PLACEHOLDERS = ("{text}", "{instruction}")
 KEYS = ("meta_topics", "material_types", "templates", "url_keywords")
@@ -35,7 +37,7 @@ def load_reference(path: str | Path | None = None) -> Reference:
     else:
         source = str(path)
         try:
-            text = Path(path).read_text("utf-8")
+            text = storage.read_text(str(path))
         except OSError as exc:
             raise ValueError(f"{source}: cannot read reference file ({exc}); fix: pass an existing YAML file path") from exc
     try:

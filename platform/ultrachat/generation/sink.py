@@ -2,9 +2,9 @@
 names, read back for resume.
 
 A shard's name is a hash of the keys it holds, so a retried write (Ray Data retries tasks of a dead
-actor) replaces the same file instead of adding a duplicate. Local writes go to a hidden temp file
-and are renamed; object stores (s3://, gs://) make a single PUT atomic already. Readers skip hidden
-files, so a crash mid-write leaves nothing half-visible.
+actor) replaces the same file instead of adding a duplicate. Local writes (paths and file:// URIs)
+go to a hidden temp file and are renamed; object stores (s3://, gs://) make a single PUT atomic
+already. Readers skip hidden files, so a crash mid-write leaves nothing half-visible.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import hashlib
 import logging
 import posixpath
 import uuid
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,7 +20,7 @@ from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
 from ultrachat.generation.records import DIALOGUE_SCHEMA
-from ultrachat.storage import filesystem_for, is_uri
+from ultrachat.storage import filesystem_for, join
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +49,7 @@ class ShardSink(Datasink):
 
         for value in sorted(set(table.column(self.partition_by).to_pylist())):
             part = table.filter(pc.equal(table.column(self.partition_by), value))
-            self._write(posixpath.join(self.out_dir, value) if is_uri(self.out_dir)
-                        else str(Path(self.out_dir, value)), part)
+            self._write(join(self.out_dir, value), part)
         return table.num_rows
 
     def _write(self, out_dir: str, table: pa.Table) -> None:
@@ -59,7 +57,7 @@ class ShardSink(Datasink):
         name = f"part-{hashlib.sha1(keys.encode()).hexdigest()[:20]}.parquet"
         filesystem, root = filesystem_for(out_dir)
         filesystem.create_dir(root, recursive=True)
-        _write_atomic(filesystem, posixpath.join(root, name), table, remote=is_uri(out_dir))
+        _write_atomic(filesystem, posixpath.join(root, name), table)
 
 
 class DialogueSink(ShardSink):
@@ -102,7 +100,6 @@ def drop_superseded_failures(out_dir: str, retried: set[str], schema: pa.Schema 
         for id_, status, started in zip(*(table.column(c).to_pylist() for c in columns)):
             if id_ in retried:
                 best[id_] = max(best.get(id_, (False, float("-inf"))), (not status.startswith("failed"), started))
-    remote = is_uri(out_dir)
     removed = 0
     for path, table in per_file.items():
         rows = zip(*(table.column(c).to_pylist() for c in columns))
@@ -113,7 +110,7 @@ def drop_superseded_failures(out_dir: str, retried: set[str], schema: pa.Schema 
         kept = full.filter(pc.invert(pa.array(stale)))
         removed += full.num_rows - kept.num_rows
         if kept.num_rows:
-            _write_atomic(filesystem, path, kept, remote)
+            _write_atomic(filesystem, path, kept)
         else:
             filesystem.delete_file(path)
     return removed
@@ -130,10 +127,12 @@ def shard_paths(out_dir: str) -> list[str]:
                   and i.path.endswith(".parquet"))
 
 
-def _write_atomic(filesystem, path: str, table: pa.Table, remote: bool) -> None:
-    """Readers never see half a shard: object stores make one PUT atomic; locally, a hidden temp
-    file is renamed into place."""
-    if remote:
+def _write_atomic(filesystem, path: str, table: pa.Table) -> None:
+    """Readers never see half a shard: object stores make one PUT atomic; on a local disk (a path or a
+    file:// URI), a hidden temp file is renamed into place."""
+    from pyarrow import fs
+
+    if not isinstance(filesystem, fs.LocalFileSystem):
         pq.write_table(table, path, filesystem=filesystem)
         return
     directory, name = posixpath.split(path)

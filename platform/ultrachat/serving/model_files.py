@@ -28,28 +28,26 @@ def local_model_dir(source: str, key: str) -> str:
     """A local dir or hub id vLLM can load; ``key`` names the config entry in errors."""
     if not source.startswith(REMOTE_MODEL_SCHEMES):
         return resolve_model(source, key)
-    target = tiny_cache_dir().parent / "remote" / hashlib.sha256(source.encode()).hexdigest()[:16]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{target}.lock"):
-        if not (target / "config.json").is_file():
-            _copy_dir(source, target, key)
-    return str(target)
-
-
-def _copy_dir(source: str, target: Path, key: str) -> None:
     from pyarrow import fs
 
     filesystem, inner = storage.filesystem_for(source)
-    info = filesystem.get_file_info(storage.join(inner, "config.json"))
-    if info.type != fs.FileType.File:
+    config = filesystem.get_file_info(storage.join(inner, "config.json"))
+    if config.type != fs.FileType.File:
         raise ModelSourceError(f"{key}: {source} holds no config.json; point it at a model dir such as a "
                                f"training run's export/ folder")
-    staging = Path(f"{target}.incoming")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    logger.info("copying the model from %s to %s", source, target)
-    fs.copy_files(inner, str(staging), source_filesystem=filesystem, destination_filesystem=fs.LocalFileSystem())
-    staging.rename(target)
+    # A re-export to the same URI rewrites config.json last (training/export.py): its time and size
+    # in the name make a new copy instead of serving the stale one.
+    version = f"{source}\n{config.mtime_ns}\n{config.size}"
+    target = tiny_cache_dir().parent / "remote" / hashlib.sha256(version.encode()).hexdigest()[:16]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{target}.lock"):
+        if not (target / "config.json").is_file():
+            staging = Path(f"{target}.incoming")
+            shutil.rmtree(staging, ignore_errors=True)
+            logger.info("copying the model from %s to %s", source, target)
+            storage.download_dir(source, str(staging))
+            staging.rename(target)
+    return str(target)
 
 
 def has_own_chat_template(model_dir: str) -> bool:
@@ -68,7 +66,7 @@ def chat_template_for(model_dir: str, mode: str, key: str) -> str | None:
 
     ``auto``: the model's own (a training export saves the template it trained with), else the
     UltraChat format; ``ultrachat``: always the UltraChat format; ``model``: the model's own, an
-    error if it has none; anything else: a path to a Jinja template file.
+    error if it has none; anything else: a path or URI (s3://, gs://, file://) of a Jinja template file.
     """
     if mode == "ultrachat":
         return ULTRACHAT_CHAT_TEMPLATE
@@ -80,8 +78,9 @@ def chat_template_for(model_dir: str, mode: str, key: str) -> str | None:
                                    f"ultrachat (the UltraChat format), or a path to a .jinja file")
         logger.info("%s has no chat template: serving it with the UltraChat format", model_dir)
         return ULTRACHAT_CHAT_TEMPLATE
-    template = Path(mode).expanduser()
-    if not template.is_file():
+    path = mode if storage.is_uri(mode) else str(Path(mode).expanduser())
+    try:
+        return storage.read_text(path)
+    except (FileNotFoundError, IsADirectoryError):
         raise ModelSourceError(f"{key}: chat template file {mode!r} does not exist. Fix: auto, ultrachat, model "
-                               f"or the path of a Jinja template file")
-    return template.read_text()
+                               f"or the path or URI of a Jinja template file") from None

@@ -65,19 +65,18 @@ def _contiguous(state_dict: dict) -> dict:
 
 
 def _publish(local_dir: str, dest: str) -> None:
-    """Replace ``dest`` with ``local_dir`` as a whole (a reader never sees half an export)."""
-    if not storage.is_uri(dest):
-        staging = Path(f"{dest}.incoming")
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(local_dir, staging)
-        shutil.rmtree(dest, ignore_errors=True)
-        staging.rename(dest)
+    """Replace ``dest`` with ``local_dir`` as a whole: a reader never sees half an export."""
+    local_dest = storage.local_path(dest)
+    if local_dest is None:
+        # An object store has no folder rename: the files readers check go last (serving copies a dir
+        # once it has config.json; a re-run takes an export with a manifest for finished).
+        storage.upload_dir(local_dir, dest, last=("config.json", EXPORT_MANIFEST))
         return
-    from pyarrow import fs
-
-    filesystem, inner = storage.filesystem_for(dest)
-    filesystem.delete_dir_contents(inner, missing_dir_ok=True)
-    fs.copy_files(local_dir, inner, source_filesystem=fs.LocalFileSystem(), destination_filesystem=filesystem)
+    staging = Path(f"{local_dest}.incoming")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(local_dir, staging)
+    shutil.rmtree(local_dest, ignore_errors=True)
+    staging.rename(local_dest)
 
 
 def read_export_manifest(dest: str) -> dict | None:

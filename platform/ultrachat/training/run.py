@@ -19,7 +19,7 @@ from ultrachat import storage
 from ultrachat.config.schema import TrainConfig
 from ultrachat.config.training import TrainStage
 from ultrachat.errors import InputError
-from ultrachat.models.source import resolve_model
+from ultrachat.serving.model_files import local_model_dir
 from ultrachat.training import checkpoints
 from ultrachat.training.ds_config import deepspeed_config, resolve_precision, schedule
 from ultrachat.training.export import EXPORT_DIR, read_export_manifest
@@ -37,7 +37,8 @@ def run_train(config: TrainConfig) -> dict:
     from transformers import AutoTokenizer
 
     output_dir = _absolute(config.output_dir)
-    model_dir = resolve_model(config.model, key="model")
+    # A URI is copied to this node's model cache; a hub id or tiny: ref resolves as everywhere.
+    model_dir = local_model_dir(config.model, key="model")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     template, template_source = resolve_chat_template(tokenizer, config.chat_template, config.model)
     logger.info("chat template: %s", template_source)
@@ -66,7 +67,8 @@ def run_train(config: TrainConfig) -> dict:
     loop_config = {
         "stage": config.model_dump(include=set(TrainStage.model_fields)),
         "deepspeed": deepspeed_config(config, config.num_workers, plan.total_steps),
-        "precision": resolve_precision(config), "model_dir": model_dir, "chat_template": template,
+        "precision": resolve_precision(config), "model_dir": model_dir, "model_source": config.model,
+        "chat_template": template,
         "chat_template_source": template_source, "schedule": {**plan.__dict__, "total_steps": plan.total_steps},
         "has_eval": bool(prepared.eval_rows), "pad_id": pad_id, "output_dir": output_dir,
         "export_dir": export_dir, "prepared_fingerprint": prepared.fingerprint, "tensorboard": config.tensorboard,
@@ -113,8 +115,10 @@ def _check_room_for_data(config: TrainConfig, resources: dict) -> None:
 
 
 def _absolute(path: str) -> str:
-    # Ray Train wants an absolute local storage_path; URIs pass through.
-    return path if storage.is_uri(path) else os.path.abspath(path)
+    # Ray Train wants an absolute local storage_path; a file:// URI is a local path too (so metrics.jsonl,
+    # TensorBoard and the atomic local export apply), other URIs pass through.
+    local = storage.local_path(path)
+    return path if local is None else os.path.abspath(local)
 
 
 def _plain(metrics: dict | None) -> dict:

@@ -1,0 +1,209 @@
+"""Jobs whose inputs and outputs live on an object store: a real S3 API (a moto server on 127.0.0.1)
+configured only through the standard AWS environment variables, which the job and the private
+local Ray it starts inherit, exactly as a cluster's pods would; and file:// URIs.
+
+generate (openings and output on s3, the fake OpenAI server as backend) -> a re-run skips the done
+dialogues -> train (data from the generate output on s3, checkpoints and export to s3) -> the
+export copied back by the serving copy helper loads in transformers -> a second train job starts
+from that export on s3 and writes to a file:// output_dir. And generate with file:// URIs only.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pyarrow.dataset as pads
+import pytest
+import yaml
+from pyarrow import fs
+
+from processes import kill_processes_using
+from ultrachat.devtools.fake_openai import FakeOpenAIServer
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "platform" / "ultrachat" / "data" / "sample_openings.jsonl"
+OPENINGS = [line for line in SAMPLE.read_text().splitlines() if line.strip()][:6]
+BUCKET = "uc-storage"
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server on 127.0.0.1 with one bucket; the AWS variables set for this process and the jobs
+    it starts. Yields the pyarrow filesystem (for listing) and the bucket URI."""
+    server_module = pytest.importorskip("moto.server", reason="moto is not installed (pip install -e '.[dev]')")
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL_S3": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        admin = fs.S3FileSystem(endpoint_override=f"{host}:{port}", scheme="http", access_key="testing",
+                                secret_key="testing", region="us-east-1", allow_bucket_creation=True)
+        admin.create_dir(BUCKET)
+        filesystem, _ = fs.FileSystem.from_uri(f"s3://{BUCKET}")  # what the jobs get from the environment
+        yield {"fs": filesystem, "uri": f"s3://{BUCKET}"}
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def ray_tmp():
+    # Short: Ray's unix sockets live under it (107-byte limit). Each job starts its own local Ray here.
+    path = tempfile.mkdtemp(prefix="ucs3-", dir="/tmp")
+    yield path
+    kill_processes_using(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def run_local_job(job: str, config: dict, tmp_path: Path, ray_tmp: str, timeout: int = 900):
+    """``python jobs/<job>.py`` without RAY_ADDRESS: the job starts a private Ray that inherits this env."""
+    path = tmp_path / f"{job}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "UC_FAKE_KEY": "test-key"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen([sys.executable, str(REPO / "jobs" / f"{job}.py"), "--config", str(path)], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"{job} did not finish in {timeout} s:\n{stderr[-5000:]}")
+    finally:
+        kill_processes_using(ray_tmp)
+    lines = [line for line in stdout.strip().splitlines() if line.startswith("{")]
+    assert proc.returncode == 0 and lines, f"{job} failed (exit {proc.returncode}):\n{stdout[-2000:]}\n{stderr[-6000:]}"
+    return json.loads(lines[-1]), stderr
+
+
+def generate_config(server, openings: str, output_dir: str) -> dict:
+    chat = {"backend": "openai", "base_url": server.base_url, "model": "fake-chat", "api_key_env": "UC_FAKE_KEY",
+            "max_retries": 3, "backoff_initial_s": 0.05, "backoff_max_s": 0.2, "timeout_s": 10}
+    return {"output_dir": output_dir, "run_name": "storage-test", "openings": {"path": openings},
+            "user": {"chat": chat, "sampling": {"max_tokens": 30}},
+            "assistant": {"chat": chat, "sampling": {"max_tokens": 60}},
+            "rounds": {"I": {"min": 2, "max": 2}, "II": {"min": 2, "max": 2}, "III": {"min": 2, "max": 2}},
+            "actors": {"min_actors": 1, "max_actors": 1, "num_cpus": 0.5, "dialogues_per_batch": 3}}
+
+
+def listing(filesystem, prefix: str) -> list[str]:
+    """Files under ``bucket/prefix``, relative to it."""
+    root = f"{BUCKET}/{prefix}"
+    infos = filesystem.get_file_info(fs.FileSelector(root, recursive=True, allow_not_found=True))
+    return sorted(i.path[len(root) + 1:] for i in infos if i.type == fs.FileType.File)
+
+
+@pytest.fixture(scope="module")
+def generated(s3, ray_tmp, tmp_path_factory):
+    """The generate job with its openings and output_dir on s3, run twice."""
+    tmp = tmp_path_factory.mktemp("gen-s3")
+    with s3["fs"].open_output_stream(f"{BUCKET}/in/openings.jsonl") as stream:
+        stream.write(("\n".join(OPENINGS) + "\n").encode())
+    with FakeOpenAIServer() as server:
+        config = generate_config(server, f"{s3['uri']}/in/openings.jsonl", f"{s3['uri']}/runs/gen")
+        first, _ = run_local_job("generate", config, tmp, ray_tmp)
+        again, _ = run_local_job("generate", config, tmp, ray_tmp)
+    return {"first": first, "again": again}
+
+
+def test_generate_reads_and_writes_s3_and_resumes_from_it(s3, generated):
+    counts = generated["first"]["counts"]
+    assert generated["first"]["status"] == "succeeded" and counts["dialogues"] == len(OPENINGS)
+    assert counts["dialogues_dir"] == f"{s3['uri']}/runs/gen/dialogues"
+    files = listing(s3["fs"], "runs/gen")
+    assert "resolved_config.yaml" in files
+    shards = [f for f in files if f.startswith("dialogues/part-") and f.endswith(".parquet")]
+    assert len(shards) >= 2  # one shard per finished batch of 3
+    assert any(f.startswith("dialogues_jsonl/") and ".json" in f for f in files)
+    assert not any(Path(f).name.startswith(".") for f in files)  # no temp files on an object store
+    table = pads.dataset([f"{BUCKET}/runs/gen/{f}" for f in shards], filesystem=s3["fs"], format="parquet").to_table()
+    wanted = {json.loads(line)["id"] for line in OPENINGS}
+    assert set(table.column("id").to_pylist()) == wanted and table.num_rows == len(wanted)
+    assert "kept" in table.column("status").to_pylist()
+    # The re-run reads the done ids back from s3 and runs nothing.
+    again = generated["again"]["counts"]
+    assert again["already_done"] == len(OPENINGS) and again["dialogues"] == len(OPENINGS)
+    assert sorted(f for f in listing(s3["fs"], "runs/gen") if f.startswith("dialogues/")) == sorted(shards)
+
+
+def train_config(output_dir: str, model: str, data: str) -> dict:
+    return {"output_dir": output_dir, "run_name": "storage-train", "model": model, "data": {"paths": [data]},
+            "max_seq_len": 256, "num_workers": 1, "cpus_per_worker": 0.5, "zero_stage": 2, "global_batch_size": 2,
+            "micro_batch_size": 1, "learning_rate": 1e-4, "epochs": 1, "log_every_steps": 1,
+            "checkpoint_every_steps": 1, "keep_checkpoints": 2}
+
+
+@pytest.fixture(scope="module")
+def trained(s3, generated, ray_tmp, tiny_model_dir, tmp_path_factory):
+    """The train job reading the generate output on s3 and writing checkpoints and export to s3."""
+    tmp = tmp_path_factory.mktemp("train-s3")
+    config = train_config(f"{s3['uri']}/runs/train", "tiny:tiny", f"{s3['uri']}/runs/gen/dialogues")
+    summary, _ = run_local_job("train", config, tmp, ray_tmp)
+    return {"summary": summary, "config": config, "tmp": tmp}
+
+
+def test_train_from_s3_checkpoints_and_exports_to_s3(s3, trained, ray_tmp):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ultrachat.serving.model_files import local_model_dir
+
+    summary = trained["summary"]
+    counts = summary["counts"]
+    assert summary["status"] == "succeeded" and counts["total_steps"] >= 1
+    assert counts["export_dir"] == f"{s3['uri']}/runs/train/export"
+    files = listing(s3["fs"], "runs/train")
+    steps = sorted({f.split("/")[1] for f in files if f.startswith("checkpoints/step_")})
+    assert steps and steps[-1] == f"step_{counts['total_steps']:07d}" and len(steps) <= 2
+    assert any(f.startswith(f"checkpoints/{steps[-1]}/deepspeed/") for f in files)
+    assert f"checkpoints/{steps[-1]}/trainer_state.json" in files
+    assert {"run_signature.json", "export/config.json", "export/model.safetensors", "export/ultrachat_export.json",
+            "export/tokenizer.json"} <= set(files)
+    assert any(f.startswith("prepared/") for f in files)
+    # The serving copy helper brings the export to local disk, where transformers loads it.
+    local = local_model_dir(counts["export_dir"], "models.0.source")
+    manifest = json.loads(Path(local, "ultrachat_export.json").read_text())
+    assert manifest["steps"] == counts["total_steps"] and manifest["format"] == "full_model"
+    tokenizer = AutoTokenizer.from_pretrained(local)
+    model = AutoModelForCausalLM.from_pretrained(local)
+    ids = tokenizer("User: hello", return_tensors="pt").input_ids
+    assert model.generate(ids, max_new_tokens=4, do_sample=False).shape[1] > ids.shape[1]
+    # A re-run finds this run's export on s3 (its manifest) and trains nothing.
+    rerun, _ = run_local_job("train", trained["config"], trained["tmp"], ray_tmp)
+    assert rerun["counts"]["already_exported"] is True
+
+
+def test_train_from_a_model_on_s3_into_a_file_uri(s3, trained, ray_tmp, tmp_path):
+    """Fine-tune the s3 export further (copied to local disk first), writing to a file:// output_dir."""
+    (tmp_path / "data.jsonl").write_text("".join(
+        json.dumps({"messages": [{"role": "user", "content": f"Question {i}?"},
+                                 {"role": "assistant", "content": f"Answer {i}."}]}) + "\n" for i in range(4)))
+    out = tmp_path / "out"
+    config = train_config(f"file://{out}", trained["summary"]["counts"]["export_dir"], f"file://{tmp_path}/data.jsonl")
+    summary, _ = run_local_job("train", config, tmp_path, ray_tmp)
+    assert summary["counts"]["export_dir"] == f"{out}/export"
+    manifest = json.loads((out / "export" / "ultrachat_export.json").read_text())
+    assert manifest["model"] == config["model"] and manifest["steps"] == summary["counts"]["total_steps"] == 2
+    assert (out / "export" / "model.safetensors").is_file() and (out / "metrics.jsonl").is_file()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("step_")) == \
+        ["step_0000001", "step_0000002"]
+
+
+def test_generate_with_file_uris(ray_tmp, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "openings.jsonl").write_text("\n".join(OPENINGS[:3]) + "\n")
+    out = tmp_path / "out"
+    with FakeOpenAIServer() as server:
+        summary, _ = run_local_job("generate", generate_config(server, f"file://{tmp_path}/in", f"file://{out}"),
+                                   tmp_path, ray_tmp)
+    assert summary["counts"]["dialogues"] == 3 and summary["counts"]["dialogues_dir"] == f"file://{out}/dialogues"
+    assert (out / "resolved_config.yaml").is_file()
+    shards = sorted((out / "dialogues").iterdir())
+    assert shards and all(p.name.startswith("part-") and p.suffix == ".parquet" for p in shards)  # no temp files
+    assert list((out / "dialogues_jsonl").glob("*.json*"))
