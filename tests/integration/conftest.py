@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ports import free_port
+from processes import kill_processes_using
 
 
 def pytest_collection_modifyitems(items):
@@ -19,48 +20,38 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.integration)
 
 
-def _kill_processes_using(marker: str) -> None:
-    """Ray's shutdown can leave agents behind: stop every process whose command line names our dir."""
-    import psutil
-
-    for proc in psutil.process_iter(["cmdline"]):
-        if marker in " ".join(proc.info["cmdline"] or []):
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-
-
 @pytest.fixture(scope="session")
 def ray_head(model_cache):
     """A Ray head (GCS, raylet, dashboard, job agent) on 127.0.0.1, started with `ray start`.
 
-    Yields {"address": GCS address, "dashboard": http URL}. Jobs and drivers connect through
+    Yields {"address": GCS address, "dashboard": http URL, "metrics": the URL Prometheus would scrape
+    (the node's metrics agent)}. Jobs and drivers connect through
     RAY_ADDRESS; teardown stops exactly the processes this head started.
     """
     # Short path: Ray's unix sockets live under the temp dir and have a 107-byte limit.
     temp_dir = tempfile.mkdtemp(prefix="ucray-", dir="/tmp")
-    gcs_port, dashboard_port = free_port(), free_port()
+    gcs_port, dashboard_port, metrics_port = free_port(), free_port(), free_port()
     ray_bin = str(Path(sys.executable).with_name("ray"))
     cmd = [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-           "--num-cpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+           "--num-cpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats", f"--metrics-export-port={metrics_port}"]
     # Job entrypoints say `python`: make that this venv's interpreter, as the cluster image's would be.
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     started = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
     if started.returncode != 0:
-        _kill_processes_using(temp_dir)
+        kill_processes_using(temp_dir)
         pytest.fail(f"`ray start` failed:\n{started.stdout}\n{started.stderr}")
     dashboard = f"http://127.0.0.1:{dashboard_port}"
     try:
         _wait_for_dashboard(dashboard)
-        yield {"address": f"127.0.0.1:{gcs_port}", "dashboard": dashboard, "temp_dir": temp_dir}
+        yield {"address": f"127.0.0.1:{gcs_port}", "dashboard": dashboard, "temp_dir": temp_dir,
+               "metrics": f"http://127.0.0.1:{metrics_port}/metrics"}
     finally:
         import ray
 
         if ray.is_initialized():
             ray.shutdown()
-        _kill_processes_using(temp_dir)
+        kill_processes_using(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

@@ -166,6 +166,10 @@ def test_train_from_s3_checkpoints_and_exports_to_s3(s3, trained, ray_tmp):
     assert {"run_signature.json", "export/config.json", "export/model.safetensors", "export/ultrachat_export.json",
             "export/tokenizer.json"} <= set(files)
     assert any(f.startswith("prepared/") for f in files)
+    # metrics.jsonl is rewritten whole at each interval (an object store cannot append): one line per interval.
+    metrics = [json.loads(line) for line in s3["fs"].open_input_stream(f"{BUCKET}/runs/train/metrics.jsonl")
+               .read().decode().splitlines()]
+    assert metrics and metrics[-1]["step"] == counts["total_steps"]
     # The serving copy helper brings the export to local disk, where transformers loads it.
     local = local_model_dir(counts["export_dir"], "models.0.source")
     manifest = json.loads(Path(local, "ultrachat_export.json").read_text())

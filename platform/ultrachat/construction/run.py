@@ -23,6 +23,7 @@ import pyarrow as pa
 import ray
 
 from ultrachat import storage
+from ultrachat.observability import actor_name, dataset_name, named, run_label
 from ultrachat.construction.calls import PARENT, WAVES, CallPlanner
 from ultrachat.construction.candidates import OPENING_STAGES, CandidateBuilder
 from ultrachat.construction.dedup import dedup_mask
@@ -53,7 +54,8 @@ def run_construction(config, secrets: dict[str, str]) -> dict:
     made = _write_candidates(config, source.templates, calls_root, candidates_dir)
     selection = _select(config, candidates_dir)
     openings_dir = storage.join(config.output_dir, OPENINGS_DIR)
-    _write_openings(candidates_dir, openings_dir, selection.pop("chosen_keys"), selection)
+    _write_openings(candidates_dir, openings_dir, selection.pop("chosen_keys"), selection,
+                    dataset_name("construct", config.run_name, "openings"))
     return {"inputs": source.stats, "stages": stages, "candidates": made, **selection, "openings_dir": openings_dir}
 
 
@@ -97,7 +99,8 @@ def _run_wave(config, planner: CallPlanner, source, wave, calls_root: str, secre
     calls = wave_calls(planner, source, wave, calls_root)
     if calls is None:
         return {}
-    calls = calls.materialize()  # derived once: counted here, then fed to the actors
+    name = dataset_name("construct", config.run_name, f"wave{WAVES.index(wave) + 1}")
+    calls = named(calls, f"{name}-plan").materialize()  # derived once: counted here, then fed to the actors
     planned = Counter()
     ids_by_stage: dict[str, list[str]] = {}
     for batch in calls.select_columns(["call_id", "stage"]).iter_batches(batch_size=65536, batch_format="pyarrow"):
@@ -117,17 +120,18 @@ def _run_wave(config, planner: CallPlanner, source, wave, calls_root: str, secre
                          "retried_failed": len(retried[stage]), "to_run": len(missing)}
     logger.info("wave %s: %s", "+".join(wave), report)
     if todo:
-        _execute(config, calls, todo, source.resolved_model, secrets, calls_root)
+        _execute(config, calls, todo, source.resolved_model, secrets, calls_root, name)
     for stage in report:
         drop_superseded_failures(stage_dir(calls_root, stage), stale[stage], RESULT_SCHEMA, key="call_id")
         report[stage].update(_stage_outcome(calls_root, stage))
     return report
 
 
-def _execute(config, calls, todo: set[str], resolved: str | None, secrets: dict, calls_root: str) -> None:
+def _execute(config, calls, todo: set[str], resolved: str | None, secrets: dict, calls_root: str,
+             name: str) -> None:
     pool = config.construction.actors
     namespace = ray.get_runtime_context().namespace
-    progress_name = f"ultrachat-construction-{uuid.uuid4().hex[:8]}"
+    progress_name = actor_name("construction", config.run_name, uuid.uuid4().hex[:8])
     tracker = ProgressTracker.options(name=progress_name, namespace=namespace).remote()
     todo_ref = [ray.put(todo)]
     batches = (calls.map_batches(keep_rows, fn_kwargs={"column": "call_id", "wanted": todo_ref}, batch_format="pyarrow")
@@ -140,8 +144,10 @@ def _execute(config, calls, todo: set[str], resolved: str | None, secrets: dict,
         batch_size=pool.calls_per_batch, batch_format="pyarrow", num_cpus=pool.num_cpus, num_gpus=pool.num_gpus,
         fn_constructor_kwargs={"construction_json": config.construction.model_dump_json(), "resolved_model": resolved,
                                "todo": todo_ref, "progress_name": progress_name, "namespace": namespace,
-                               "secrets": secrets, "log_level": config.log_level},
+                               "secrets": secrets, "log_level": config.log_level,
+                               "run": run_label(config.run_name, "generate")},
     )
+    named(results, name)  # Ray Data view: ultrachat-construct-<run_name>-wave<N>, MapBatches(ConstructionWorker)
     logger.info("making %d LLM calls on %d-%d actor(s) -> %s", len(todo), pool.min_actors, pool.max_actors,
                 calls_root)
     try:
@@ -177,7 +183,8 @@ def _write_candidates(config, templates: dict[str, str], calls_root: str, candid
     filesystem, path = storage.filesystem_for(candidates_dir)
     filesystem.delete_dir_contents(path, missing_dir_ok=True)  # derived from the results: rebuilt whole
     if parts:
-        (parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]).write_datasink(
+        named(parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0],
+              dataset_name("construct", config.run_name, "candidates")).write_datasink(
             ShardSink(candidates_dir, CANDIDATE_SCHEMA, key="key"))
     table = read_column(candidates_dir, ["sector"], CANDIDATE_SCHEMA)
     return {f"sector_{k}": v for k, v in sorted(Counter(table.column("sector").to_pylist()).items())}
@@ -214,14 +221,14 @@ def _select(config, candidates_dir: str) -> dict:
     return {"duplicates_removed": removed.as_dict(), "sectors": per_sector, "chosen_keys": chosen}
 
 
-def _write_openings(candidates_dir: str, openings_dir: str, chosen: set[str], selection: dict) -> None:
+def _write_openings(candidates_dir: str, openings_dir: str, chosen: set[str], selection: dict, name: str) -> None:
     filesystem, path = storage.filesystem_for(openings_dir)
     filesystem.delete_dir_contents(path, missing_dir_ok=True)  # the manifest goes first: incomplete until rewritten
     if chosen:
         ds = ray.data.read_parquet(candidates_dir, schema=CANDIDATE_SCHEMA, file_extensions=["parquet"])
         chosen_rows = ds.map_batches(keep_rows, fn_kwargs={"column": "key", "wanted": [ray.put(chosen)]},
                                      batch_format="pyarrow")
-        chosen_rows.write_datasink(ShardSink(openings_dir, OPENING_LINE_SCHEMA))
+        named(chosen_rows, name).write_datasink(ShardSink(openings_dir, OPENING_LINE_SCHEMA))
     manifest = {"openings": len(chosen), **selection}
     storage.write_text(storage.join(openings_dir, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     logger.info("%d opening lines -> %s", len(chosen), openings_dir)

@@ -19,6 +19,7 @@ from collections import Counter
 import pyarrow as pa
 import ray
 
+from ultrachat import observability
 from ultrachat.config.construction import Construction
 from ultrachat.construction.list_parser import parse_list
 from ultrachat.construction.prompts import SINGLE_ITEM_STAGES
@@ -32,8 +33,9 @@ logger = logging.getLogger(__name__)
 
 class ConstructionWorker:
     def __init__(self, construction_json: str, resolved_model: str | None, todo: list, progress_name: str,
-                 namespace: str, secrets: dict[str, str], log_level: str = "INFO"):
+                 namespace: str, secrets: dict[str, str], log_level: str = "INFO", run: str = "generate"):
         setup_logging(log_level, role=f"actor=ConstructionWorker pid={os.getpid()}")
+        observability.set_run(run)
         self.config = Construction.model_validate_json(construction_json)
         self.resolved_model = resolved_model
         self.todo: set[str] = ray.get(todo[0])  # the call ids to make, shared via the object store
@@ -49,6 +51,7 @@ class ConstructionWorker:
         results = await asyncio.gather(*(self._one(row) for row in rows))
         if results:
             self.progress.add.remote(result_counts(results))
+            observability.record_construction_calls(results)
         return pa.Table.from_pylist(list(results), schema=RESULT_SCHEMA)
 
     def __del__(self):
@@ -72,6 +75,7 @@ class ConstructionWorker:
         except ChatError as err:
             return {**result, "status": f"failed:{err.reason}", "error": str(err),
                     "seconds": round(time.monotonic() - started, 3)}
+        observability.record_tokens("construction", reply.prompt_tokens, reply.completion_tokens)
         items = parse_reply(call["stage"], reply.text, reply.finish_reason)
         result.update(finish_reason=reply.finish_reason, prompt_tokens=reply.prompt_tokens,
                       completion_tokens=reply.completion_tokens, seconds=round(time.monotonic() - started, 3))

@@ -11,6 +11,7 @@ import random
 import time
 from dataclasses import dataclass
 
+from ultrachat import observability
 from ultrachat.config.chat import Sampling
 from ultrachat.config.generation import GenerateStage
 from ultrachat.generation import prompts
@@ -89,6 +90,7 @@ class Simulator:
         turns.append(_turn(role, result.model, result.finish_reason, result.prompt_tokens, result.completion_tokens))
         usage[f"{role}_prompt_tokens"] += result.prompt_tokens
         usage[f"{role}_completion_tokens"] += result.completion_tokens
+        observability.record_tokens(role, result.prompt_tokens, result.completion_tokens)
 
 
 def invalid_record(opening: dict) -> dict:

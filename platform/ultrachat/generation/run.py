@@ -20,6 +20,7 @@ from collections import Counter
 import ray
 
 from ultrachat import storage
+from ultrachat.observability import actor_name, dataset_name, named, run_label
 from ultrachat.inputs import source_order
 from ultrachat.config.generation import OpeningsInput
 from ultrachat.config.schema import GenerateConfig
@@ -70,7 +71,8 @@ def run_dialogues(config: GenerateConfig, openings_config: OpeningsInput, secret
     out_dir = storage.join(config.output_dir, DIALOGUES_DIR)
     resolved = {role: resolve_model(getattr(config, role).chat.model, key=f"{role}.chat.model")
                 for role in ("user", "assistant") if getattr(config, role).chat.backend == "vllm"}
-    openings = read_openings(openings_config)
+    # Named for the Ray Data view; the stages derived from it inherit the name unless renamed.
+    openings = named(read_openings(openings_config), dataset_name("generate", config.run_name, "openings"))
     todo, plan = _plan(openings, out_dir, openings_config.limit, config.retry_failed)
     logger.info("plan: %s", {k: v for k, v in plan.items() if k != "retried_ids"})
     if plan["valid_lines"] == 0 and plan["invalid_lines"] == 0:
@@ -83,7 +85,8 @@ def run_dialogues(config: GenerateConfig, openings_config: OpeningsInput, secret
     counts.update({k: plan[k] for k in ("invalid_lines", "duplicate_lines", "already_done", "retried_failed")})
     counts["replaced_failed_records"] = replaced
     if config.export_jsonl:
-        counts["jsonl"] = _export_jsonl(out_dir, storage.join(config.output_dir, JSONL_DIR))
+        counts["jsonl"] = _export_jsonl(out_dir, storage.join(config.output_dir, JSONL_DIR),
+                                        dataset_name("generate", config.run_name, "jsonl"))
     counts["dialogues_dir"] = out_dir
     return counts
 
@@ -162,7 +165,7 @@ def _plan(openings, out_dir: str, limit: int | None, retry_failed: bool) -> tupl
 def _execute(config: GenerateConfig, openings, todo: dict, resolved: dict, secrets: dict, out_dir: str) -> None:
     pool = config.actors
     namespace = ray.get_runtime_context().namespace
-    progress_name = f"ultrachat-progress-{uuid.uuid4().hex[:8]}"
+    progress_name = actor_name("progress", config.run_name, uuid.uuid4().hex[:8])
     tracker = ProgressTracker.options(name=progress_name, namespace=namespace).remote()
     stage_json = config.model_dump_json(include=set(type(config).model_fields) - {"output_dir", "run_name",
                                                                                    "log_level", "ray"})
@@ -182,8 +185,11 @@ def _execute(config: GenerateConfig, openings, todo: dict, resolved: dict, secre
         num_gpus=pool.num_gpus,
         fn_constructor_kwargs={"stage_json": stage_json, "resolved_models": resolved, "todo": [ray.put(todo)],
                                "progress_name": progress_name, "namespace": namespace, "secrets": secrets,
-                               "log_level": config.log_level},
+                               "log_level": config.log_level, "run": run_label(config.run_name, "generate")},
     )
+    # The dashboard's Ray Data view lists it as ultrachat-generate-<run_name>_<uuid>, its operator as
+    # MapBatches(DialogueWorker), the pool's actors as MapWorker(MapBatches(DialogueWorker)).
+    named(workers, dataset_name("generate", config.run_name))
     logger.info("running %d dialogues on %d-%d actor(s) -> %s", len(todo), pool.min_actors, pool.max_actors, out_dir)
     try:
         with ProgressReporter(tracker, total=len(todo)):
@@ -203,9 +209,9 @@ def _summarize(out_dir: str) -> dict:
             "tokens_out": usage["user_completion_tokens"] + usage["assistant_completion_tokens"]}
 
 
-def _export_jsonl(out_dir: str, jsonl_dir: str) -> str:
+def _export_jsonl(out_dir: str, jsonl_dir: str, name: str) -> str:
     """All records as JSON lines (HF ``datasets`` / pandas ``read_json(lines=True)`` load it as is)."""
     filesystem, path = storage.filesystem_for(jsonl_dir)
     filesystem.delete_dir_contents(path, missing_dir_ok=True)  # rewritten whole: always matches the shards
-    ray.data.read_parquet(out_dir).write_json(jsonl_dir)
+    named(ray.data.read_parquet(out_dir), name).write_json(jsonl_dir)
     return jsonl_dir

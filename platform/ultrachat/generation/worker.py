@@ -15,6 +15,7 @@ import sys
 import pyarrow as pa
 import ray
 
+from ultrachat import observability
 from ultrachat.config.generation import GenerateStage
 from ultrachat.generation.backends import make_backend
 from ultrachat.generation.dialogue import Simulator, invalid_record
@@ -28,8 +29,9 @@ logger = logging.getLogger(__name__)
 
 class DialogueWorker:
     def __init__(self, stage_json: str, resolved_models: dict[str, str], todo: list, progress_name: str,
-                 namespace: str, secrets: dict[str, str], log_level: str = "INFO"):
+                 namespace: str, secrets: dict[str, str], log_level: str = "INFO", run: str = "generate"):
         setup_logging(log_level, role=f"actor=DialogueWorker pid={os.getpid()}")
+        observability.set_run(run)
         self.stage = GenerateStage.model_validate_json(stage_json)
         self.resolved_models = resolved_models
         # The work plan (id -> the one source line to run it from), shared read-only via the object store.
@@ -51,6 +53,7 @@ class DialogueWorker:
         records = await asyncio.gather(*(self._one(row) for row in rows))
         if records:
             self.progress.add.remote(batch_counts(records))
+            observability.record_dialogues(records)
         return to_table(list(records))
 
     def __del__(self):

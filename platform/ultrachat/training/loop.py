@@ -19,6 +19,7 @@ import signal
 import tempfile
 from pathlib import Path
 
+from ultrachat import observability, storage
 from ultrachat.training import checkpoints
 from ultrachat.training.checkpoints import TrainerState
 from ultrachat.training.examples import IGNORE_INDEX
@@ -94,6 +95,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     from ultrachat.training.model import count_parameters, load_model
 
     setup_logging(cfg["log_level"], job=f"train:{cfg['run_name']}")
+    observability.set_run(cfg["run_name"])
     stage = TrainStage.model_validate(cfg["stage"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -101,7 +103,13 @@ def train_loop_per_worker(cfg: dict) -> None:
     # Ray Train already made the torch process group; DeepSpeed's comm wraps it. Needed before the model
     # loads: under ZeRO-3 zero.Init and the config parser read the world size from it.
     deepspeed.init_distributed(dist_backend="nccl" if stage.use_gpu else "gloo", auto_mpi_discovery=False)
-    model, _keep_alive = load_model(stage, cfg["model_dir"], cfg["deepspeed"], cfg["precision"])
+    model_dir = cfg["model_dir"]
+    if storage.is_uri(cfg["model_source"]):
+        # The driver's copy of a URI model is on the driver's node only: each node makes its own.
+        from ultrachat.serving.model_files import local_model_dir
+
+        model_dir = local_model_dir(cfg["model_source"], key="model")
+    model, _keep_alive = load_model(stage, model_dir, cfg["deepspeed"], cfg["precision"])
     engine, *_ = deepspeed.initialize(model=model, config=cfg["deepspeed"],
                                       model_parameters=[p for p in model.parameters() if p.requires_grad])
     state = TrainerState()
@@ -148,7 +156,7 @@ def train_loop_per_worker(cfg: dict) -> None:
 
     info = {"steps": state.step, "epochs": state.epoch, "tokens": state.tokens, "model": stage.model,
             "chat_template": cfg["chat_template_source"], "prepared_data": cfg["prepared_fingerprint"]}
-    export_model(engine, stage, cfg["model_dir"], cfg["chat_template"], cfg["export_dir"], rank, info)
+    export_model(engine, stage, model_dir, cfg["chat_template"], cfg["export_dir"], rank, info)
 
 
 def _report_if_due(engine, stage, state, meter, log, eval_shard, pad_id, rank, total_steps) -> None:
@@ -168,8 +176,9 @@ def _report_if_due(engine, stage, state, meter, log, eval_shard, pad_id, rank, t
                    grad_norm=float(grad_norm) if grad_norm is not None else float("nan"))
     if due_eval:
         metrics["eval_loss"] = evaluate(engine, eval_shard, stage.micro_batch_size, pad_id)
-    if rank == 0:
+    if rank == 0:  # the numbers are all-reduced: one rank records them for the run
         log.write(state.step, metrics)
+        observability.record_training_interval(metrics)
     if not due_checkpoint:
         ray.train.report(metrics)
         return

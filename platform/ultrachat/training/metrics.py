@@ -12,7 +12,11 @@ import logging
 import time
 from pathlib import Path
 
+from ultrachat import storage
+
 logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
 
 # Dense bf16/fp16 peak FLOP/s per GPU, matched against torch.cuda.get_device_name().
 _PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12, "L4": 121e12,
@@ -59,10 +63,15 @@ class IntervalMeter:
 
 
 class MetricsLog:
-    """Rank 0's record of every interval: ``metrics.jsonl`` (local output dirs) and optional TensorBoard."""
+    """Rank 0's record of every interval: ``metrics.jsonl`` and, for local output dirs, TensorBoard."""
 
     def __init__(self, output_dir: str | None, tensorboard: bool):
-        self.path = Path(output_dir, "metrics.jsonl") if output_dir and "://" not in output_dir else None
+        local = output_dir is not None and not storage.is_uri(output_dir)
+        self.path = Path(output_dir, METRICS_FILE) if local else None
+        # Object stores cannot append: keep the lines (a resumed run's too) and rewrite the object.
+        self.uri = storage.join(output_dir, METRICS_FILE) if output_dir and not local else None
+        self.lines = storage.read_text(self.uri).splitlines(keepends=True) if self.uri and storage.exists(self.uri) \
+            else []
         self.writer = None
         if tensorboard and self.path is not None:
             from tensorboardX import SummaryWriter
@@ -72,10 +81,14 @@ class MetricsLog:
     def write(self, step: int, metrics: dict) -> None:
         parts = [f"step {step}"] + [f"{k} {v:.4g}" for k, v in metrics.items() if k not in ("step", "epoch")]
         logger.info(" | ".join(parts))
+        line = json.dumps({"step": step, **metrics}) + "\n"
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as out:
-                out.write(json.dumps({"step": step, **metrics}) + "\n")
+                out.write(line)
+        elif self.uri is not None:
+            self.lines.append(line)
+            storage.write_text(self.uri, "".join(self.lines))
         if self.writer is not None:
             for key, value in metrics.items():
                 if isinstance(value, (int, float)):

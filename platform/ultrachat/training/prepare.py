@@ -22,6 +22,7 @@ from ultrachat import storage
 from ultrachat.config.training import TrainStage
 from ultrachat.errors import InputError
 from ultrachat.inputs import list_input_files, read_records
+from ultrachat.observability import dataset_name, named
 from ultrachat.training.builder import KIND_EVAL, KIND_STATS, KIND_TRAIN, ExampleBuilder, record_row
 
 logger = logging.getLogger(__name__)
@@ -105,7 +106,10 @@ def _build(stage, files, fp, root, model_dir, chat_template, builders) -> Prepar
         fn_constructor_kwargs=dict(model_dir=model_dir, chat_template=chat_template,
                                    max_seq_len=stage.max_seq_len, packing=stage.packing,
                                    eval_fraction=stage.data.eval_fraction, data_format=stage.data.format))
-    rows.write_parquet(root, partition_cols=["kind"])
+    # The train job passes its TrainConfig, which carries run_name: the Ray Data view shows
+    # ultrachat-train-<run_name>-prepare with its MapBatches(ExampleBuilder) operator.
+    named(rows, dataset_name("train", getattr(stage, "run_name", None), "prepare")).write_parquet(
+        root, partition_cols=["kind"])
     counts = _sum_stats(root)
     return PreparedData(root=root, fingerprint=fp, train_rows=counts.get("train_rows", 0),
                         eval_rows=counts.get("eval_rows", 0), counts=counts)

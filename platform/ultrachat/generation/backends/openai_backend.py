@@ -2,8 +2,9 @@
 
 We do the retrying ourselves (the client's own retries are off) so that every attempt passes the
 rate limiter, backoff is jittered and honours Retry-After, malformed answers are retried too, and
-the counters below see every attempt. One instance belongs to one event loop (the actor's): its
-semaphore, limiter and HTTP pool bind to the loop that first uses them.
+the counters below and the Ray metrics (ultrachat/observability.py) see every attempt. One instance
+belongs to one event loop (the actor's): its semaphore, limiter and HTTP pool bind to the loop that
+first uses them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 
 import openai
 
+from ultrachat import observability
 from ultrachat.config.chat import OpenAIBackend, Sampling
 from ultrachat.generation.backends.base import ChatError, ChatResult
 from ultrachat.generation.backends.rate_limit import RateLimiter, backoff_delay
@@ -104,6 +106,7 @@ class OpenAIChatBackend:
                             last.kind, last, delay)
                 self._counts["retries"] += 1
                 self._backoff_s += delay
+                observability.record_retry(last.kind, delay)
                 await asyncio.sleep(delay)
             await self._limiter.acquire(charge)
             self._counts["requests"] += 1

@@ -18,6 +18,8 @@ import logging
 import random
 import time
 
+from ultrachat import observability
+
 logger = logging.getLogger(__name__)
 
 
@@ -85,6 +87,7 @@ class RateLimiter:
                 self._tokens.level -= tokens
         waited = time.monotonic() - start
         self.waited_s += waited
+        observability.record_rate_limit_wait(waited)
         return waited
 
     def correct(self, charged: int, actual: int) -> None:
