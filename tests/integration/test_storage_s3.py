@@ -24,6 +24,7 @@ from pyarrow import fs
 
 from processes import kill_processes_using
 from ultrachat.devtools.fake_openai import FakeOpenAIServer
+from ultrachat.devtools.object_store import local_s3
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "platform" / "ultrachat" / "data" / "sample_openings.jsonl"
@@ -35,21 +36,12 @@ BUCKET = "uc-storage"
 def s3():
     """A moto S3 server on 127.0.0.1 with one bucket; the AWS variables set for this process and the jobs
     it starts. Yields the pyarrow filesystem (for listing) and the bucket URI."""
-    server_module = pytest.importorskip("moto.server", reason="moto is not installed (pip install -e '.[dev]')")
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ENDPOINT_URL_S3": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
-    with pytest.MonkeyPatch.context() as patch:
+    pytest.importorskip("moto.server", reason="moto is not installed (pip install -e '.[dev]')")
+    with local_s3(BUCKET) as env, pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)
-        admin = fs.S3FileSystem(endpoint_override=f"{host}:{port}", scheme="http", access_key="testing",
-                                secret_key="testing", region="us-east-1", allow_bucket_creation=True)
-        admin.create_dir(BUCKET)
         filesystem, _ = fs.FileSystem.from_uri(f"s3://{BUCKET}")  # what the jobs get from the environment
         yield {"fs": filesystem, "uri": f"s3://{BUCKET}"}
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 from ultrachat import storage
+from ultrachat.devtools.object_store import local_s3
 from ultrachat.config import load_config
 from ultrachat.errors import ConfigError, InputError, ModelSourceError
 
@@ -20,21 +21,11 @@ BUCKET = "uc-unit"
 @pytest.fixture(scope="module")
 def s3_env():
     """A moto S3 server on 127.0.0.1 and the AWS variables pyarrow's from_uri reads; yields the bucket URI."""
-    server_module = pytest.importorskip("moto.server", reason="moto is not installed (pip install -e '.[dev]')")
-    from pyarrow import fs
-
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ENDPOINT_URL_S3": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
-    with pytest.MonkeyPatch.context() as patch:
+    pytest.importorskip("moto.server", reason="moto is not installed (pip install -e '.[dev]')")
+    with local_s3(BUCKET) as env, pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)
-        fs.S3FileSystem(endpoint_override=f"{host}:{port}", scheme="http", access_key="testing",
-                        secret_key="testing", region="us-east-1", allow_bucket_creation=True).create_dir(BUCKET)
         yield f"s3://{BUCKET}"
-    server.stop()
 
 
 @pytest.fixture(params=["s3", "file"])
