@@ -1,6 +1,15 @@
-"""Stop what a test started: Ray's shutdown can leave agents behind, so match them by their temp dir."""
+"""Run jobs as a terminal does and stop what they started: Ray's shutdown can leave agents behind, so
+they are matched by their temp dir."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import psutil
+import pytest
 
 
 def kill_processes_using(marker: str) -> None:
@@ -11,3 +20,27 @@ def kill_processes_using(marker: str) -> None:
                 proc.kill()
             except psutil.NoSuchProcess:
                 pass
+
+
+def run_job_locally(args: list[str], ray_tmp: str, env_extra: dict | None = None,
+                    timeout: int = 900) -> tuple[int, dict | None, str, str]:
+    """``python jobs/...`` as a terminal runs it, without RAY_ADDRESS: the job starts a private Ray under
+    ``ray_tmp`` (inheriting this env), and whatever it leaves behind is stopped afterwards.
+
+    Returns (exit code, the JSON summary or None, stdout, stderr)."""
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, **(env_extra or {})}
+    env.pop("RAY_ADDRESS", None)
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, *args], cwd=repo, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"{args[:2]} did not finish in {timeout} s:\n{stderr[-5000:]}")
+    finally:
+        kill_processes_using(ray_tmp)
+    lines = stdout.strip().splitlines()
+    summary = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None
+    return proc.returncode, summary, stdout, stderr

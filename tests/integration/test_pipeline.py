@@ -5,12 +5,8 @@ export -> serve -> a chat reply, each stage skipping what an earlier run finishe
 """
 
 import json
-import os
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -19,7 +15,7 @@ import pytest
 import yaml
 
 from ports import free_port
-from processes import kill_processes_using
+from processes import kill_processes_using, run_job_locally
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "pipeline" / "local.yaml"
@@ -35,23 +31,10 @@ def pipeline_run(small_model_dir, tmp_path_factory):
     base = [f"output_dir={out}", f"serve.port={port}", f"serve.direct_port={direct_port}"]
 
     def run(*overrides: str) -> tuple[int, dict, str]:
-        env = {**os.environ, "RAY_TMPDIR": ray_tmp}
-        env.pop("RAY_ADDRESS", None)  # a private local Ray, as `make demo` starts
-        proc = subprocess.Popen([sys.executable, "jobs/pipeline.py", "--config", str(CONFIG), *base, *overrides],
-                                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
-        try:
-            stdout, stderr = proc.communicate(timeout=900)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            stdout, stderr = proc.communicate()
-            pytest.fail(f"the pipeline did not finish in 900 s:\n{stderr[-5000:]}")
-        finally:
-            kill_processes_using(ray_tmp)
-        lines = stdout.strip().splitlines()
-        assert lines and lines[-1].startswith("{"), \
-            f"no JSON summary last (exit {proc.returncode}):\n{stdout[-3000:]}\n{stderr[-6000:]}"
-        return proc.returncode, json.loads(lines[-1]), stderr
+        code, summary, stdout, stderr = run_job_locally(
+            ["jobs/pipeline.py", "--config", str(CONFIG), *base, *overrides], ray_tmp)
+        assert summary, f"no JSON summary last (exit {code}):\n{stdout[-3000:]}\n{stderr[-6000:]}"
+        return code, summary, stderr
 
     try:
         yield {"run": run, "out": out, "direct_port": direct_port}

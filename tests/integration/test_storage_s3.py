@@ -9,11 +9,7 @@ from that export on s3 and writes to a file:// output_dir. And generate with fil
 """
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -22,7 +18,7 @@ import pytest
 import yaml
 from pyarrow import fs
 
-from processes import kill_processes_using
+from processes import kill_processes_using, run_job_locally
 from ultrachat.devtools.fake_openai import FakeOpenAIServer
 from ultrachat.devtools.object_store import local_s3
 
@@ -57,22 +53,10 @@ def run_local_job(job: str, config: dict, tmp_path: Path, ray_tmp: str, timeout:
     """``python jobs/<job>.py`` without RAY_ADDRESS: the job starts a private Ray that inherits this env."""
     path = tmp_path / f"{job}.yaml"
     path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "UC_FAKE_KEY": "test-key"}
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen([sys.executable, str(REPO / "jobs" / f"{job}.py"), "--config", str(path)], cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"{job} did not finish in {timeout} s:\n{stderr[-5000:]}")
-    finally:
-        kill_processes_using(ray_tmp)
-    lines = [line for line in stdout.strip().splitlines() if line.startswith("{")]
-    assert proc.returncode == 0 and lines, f"{job} failed (exit {proc.returncode}):\n{stdout[-2000:]}\n{stderr[-6000:]}"
-    return json.loads(lines[-1]), stderr
+    code, summary, stdout, stderr = run_job_locally([f"jobs/{job}.py", "--config", str(path)], ray_tmp,
+                                                    {"UC_FAKE_KEY": "test-key"}, timeout)
+    assert code == 0 and summary, f"{job} failed (exit {code}):\n{stdout[-2000:]}\n{stderr[-6000:]}"
+    return summary, stderr
 
 
 def generate_config(server, openings: str, output_dir: str) -> dict:
