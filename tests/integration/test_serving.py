@@ -185,7 +185,7 @@ def test_api_keys(server):
         openai.OpenAI(base_url=server["base_url"], api_key="wrong", max_retries=0).models.list()
 
 
-def test_64_streams_from_another_process_complete_or_get_429(server, client):
+def test_64_streams_from_another_process_complete_or_are_refused(server, client):
     started = time.monotonic()
     done = subprocess.run([sys.executable, str(Path(__file__).with_name("serving_client.py")), server["base_url"],
                            KEYS[0], MODEL, "64", "24"], capture_output=True, text=True, timeout=300)
@@ -194,7 +194,11 @@ def test_64_streams_from_another_process_complete_or_get_429(server, client):
     counts = result["counts"]
     assert counts.get("other", 0) == 0, result["errors"]
     assert sum(counts.values()) == 64 and counts.get("ok", 0) >= MAX_ONGOING
-    assert counts.get("429", 0) > 0, "more streams than max_ongoing_requests must be refused, not queued"
+    # Two admission layers race: our guard's OpenAI-shaped 429 (Retry-After) and, when the replica's loop is
+    # slow to reach it under load, Serve's own 503 once its ongoing + queued limits are full (both seen in CI).
+    # Either way the excess is refused at once, never queued without bound.
+    refused = counts.get("429", 0) + counts.get("503", 0)
+    assert refused > 0, "more streams than max_ongoing_requests must be refused, not queued"
     assert set(result["finish"]) <= {"stop", "length"}
     assert time.monotonic() - started < 300
     # Healthy afterwards: a normal request goes through.
