@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 import threading
 from typing import Iterator
 
@@ -43,8 +44,10 @@ def main() -> None:
     parser.add_argument("--bucket", default="ultrachat")
     args = parser.parse_args()
     with local_s3(args.bucket, args.port) as env:
-        print("\n".join(f"export {key}={value}" for key, value in env.items()), flush=True)
-        print(f"# bucket: s3://{args.bucket}  (Ctrl-C stops the store)", flush=True)
+        # Shell lines on stdout (eval-able), the command's output rather than a log line.
+        sys.stdout.write("".join(f"export {key}={value}\n" for key, value in env.items()))
+        sys.stdout.write(f"# bucket: s3://{args.bucket}  (Ctrl-C stops the store)\n")
+        sys.stdout.flush()
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
 
