@@ -2,6 +2,7 @@
 
 import os
 import secrets
+import sys
 from pathlib import Path
 
 # Before anything imports ray/vllm/transformers: nothing may download, phone home or leave loopback.
@@ -16,6 +17,9 @@ os.environ["RAY_AUTH_MODE"] = "token"
 os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
 import pytest  # noqa: E402
+
+# Test tooling (fake servers' drivers, process helpers, manifest checkers) lives in one place.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
 from ultrachat.local_env import apply_local_env_defaults  # noqa: E402
 
@@ -51,3 +55,16 @@ def small_model_dir(model_cache) -> Path:
     from ultrachat.models.source import resolve_model
 
     return Path(resolve_model("tiny:small"))
+
+
+@pytest.fixture(scope="module")
+def s3_env():
+    """A moto S3 server on 127.0.0.1 and the AWS variables pyarrow's from_uri reads; yields the bucket URI."""
+    pytest.importorskip("moto.server", reason="moto is not installed (pip install -e '.[dev]')")
+    from ultrachat.devtools.object_store import local_s3
+
+    bucket = "uc-unit"
+    with local_s3(bucket) as env, pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        yield f"s3://{bucket}"

@@ -11,13 +11,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ultrachat.config import JOB_SCHEMAS
-from ultrachat.errors import ConfigError, InputError
+from ultrachat.errors import ConfigError
+from ultrachat.job import EXIT_BAD_INPUT, EXIT_FAILED, run_job
 from ultrachat.local_env import apply_local_env_defaults
 from ultrachat.logs import setup_logging
 
 logger = logging.getLogger("ultrachat.cli")
 
-EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,25 +52,9 @@ def _emit(summary: dict) -> None:
 
 
 def _run_job(args) -> int:
-    from ultrachat.job import JobSummary, run_job
-
-    try:
-        summary = run_job(args.command, args.config, args.overrides)
-        code = 0
-    except ConfigError as err:
-        logger.error("%s", err)
-        summary, code = JobSummary(args.command, "invalid_config", error=str(err)), EXIT_BAD_INPUT
-    except InputError as err:
-        logger.error("%s", err)
-        summary, code = JobSummary(args.command, "bad_input", error=str(err)), EXIT_BAD_INPUT
-    except (ValueError, RuntimeError, OSError) as err:
-        logger.exception("%s job failed", args.command)
-        summary, code = JobSummary(args.command, "failed", error=f"{type(err).__name__}: {err}"), EXIT_FAILED
-    # Disconnect first: Ray forwards its processes' output to ours until then, and the summary must stay
-    # the last line. (Apps deployed with detach live on in the cluster.)
-    from ultrachat.ray_runtime import shutdown_ray
-
-    shutdown_ray()
+    summary, code = run_job(args.command, args.config, args.overrides)
+    # run_job disconnected from Ray first: Ray forwards its processes' output to ours until then, and
+    # the summary must stay the last line. (Apps deployed with detach live on in the cluster.)
     _emit(asdict(summary))
     return code
 
@@ -102,10 +86,13 @@ def _tiny_model(args) -> int:
 def _doctor(args) -> int:
     from ultrachat.config.schema import RaySettings
     from ultrachat.doctor import check_cluster
-    from ultrachat.ray_runtime import init_ray
+    from ultrachat.ray_runtime import init_ray, shutdown_ray
 
-    init_ray(RaySettings(), "doctor")
-    report = check_cluster()
+    try:
+        init_ray(RaySettings(), "doctor")
+        report = check_cluster()
+    finally:
+        shutdown_ray()
     status = "succeeded" if not report["problems"] else "failed"
     _emit({"job": "doctor", "status": status, "output": None, **report})
     return 0 if status == "succeeded" else EXIT_FAILED
@@ -122,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"check-config": _check_config, "tiny-model": _tiny_model, "doctor": _doctor}
     try:
         return handlers[args.command](args)
-    except (ValueError, RuntimeError, OSError) as err:
-        logger.error("%s", err)
+    except Exception as err:
+        logger.error("%s", err, exc_info=not isinstance(err, (ValueError, RuntimeError, OSError)))
         _emit({"job": args.command, "status": "failed", "error": f"{type(err).__name__}: {err}"})
         return EXIT_FAILED

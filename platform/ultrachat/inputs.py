@@ -54,14 +54,6 @@ def list_input_files(path: str, fmt: str, key: str, formats: tuple[str, ...] = (
     return [prefix + p if prefix and "://" not in p else p for p in chosen]
 
 
-def source_order(source: str) -> tuple:
-    """Sort key of a ``file:12`` / ``file#3`` source: line order within a file, not string order."""
-    for sep in (":", "#"):
-        path, _, number = source.rpartition(sep)
-        if number.isdigit():
-            return (path, int(number), source)
-    return (source, -1, source)
-
 
 _FETCHED: dict = {}
 

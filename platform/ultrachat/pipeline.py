@@ -12,13 +12,16 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 
 from ultrachat import storage
 from ultrachat.config.pipeline import PipelineServe
 from ultrachat.config.schema import GenerateConfig, PipelineConfig, ServeConfig, TrainConfig
+from ultrachat.generate import run_generate
 from ultrachat.generation.run import DIALOGUES_DIR
-from ultrachat.job import save_resolved
+from ultrachat.job import RESOLVED_CONFIG_NAME, save_resolved
 from ultrachat.training.export import EXPORT_DIR
+from ultrachat.training.run import run_train
 
 logger = logging.getLogger(__name__)
 
@@ -54,42 +57,62 @@ def stage_configs(config: PipelineConfig) -> dict:
     }
 
 
+@dataclass
+class StageResult:
+    """One stage's outcome: its job's counts, whether it had nothing left to do, and what it made."""
+
+    counts: dict
+    skipped: bool = False
+    artifacts: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        return {**self.counts, "skipped": self.skipped, "seconds": self.seconds}
+
+
 def run_pipeline(config: PipelineConfig) -> dict:
     started = time.monotonic()
     configs = stage_configs(config)
-    results: dict[str, dict] = {}
+    results: dict[str, StageResult] = {}
     for number, stage in enumerate(config.stages, 1):
         stage_config = configs[stage]
         logger.info("stage %d/%d: %s -> %s", number, len(config.stages), stage, stage_config.output_dir)
         save_resolved(stage_config, stage, "the pipeline config")
         stage_started = time.monotonic()
         results[stage] = _RUNNERS[stage](stage_config, config.serve)
-        results[stage]["seconds"] = round(time.monotonic() - stage_started, 1)
+        results[stage].seconds = round(time.monotonic() - stage_started, 1)
         logger.info("stage %d/%d: %s %s in %.0f s", number, len(config.stages), stage,
-                    "skipped (already done)" if results[stage].get("skipped") else "done", results[stage]["seconds"])
-    artifacts = _artifacts(configs, results)
+                    "skipped (already done)" if results[stage].skipped else "done", results[stage].seconds)
+    artifacts = {"resolved_configs": [storage.join(c.output_dir, RESOLVED_CONFIG_NAME) for c in configs.values()]}
+    for result in results.values():
+        artifacts.update(result.artifacts)
     logger.info("pipeline finished in %.0f s\n%s", time.monotonic() - started, _report(artifacts, results))
-    return {"stages": results, "artifacts": artifacts}
+    return {"stages": {stage: result.summary() for stage, result in results.items()}, "artifacts": artifacts}
 
 
-def _generate(config: GenerateConfig, _serve: PipelineServe) -> dict:
-    from ultrachat.generation.run import run_generate
-
+def _generate(config: GenerateConfig, _serve: PipelineServe) -> StageResult:
     counts = run_generate(config)
-    construction_calls = sum(stage["to_run"] for stage in (counts.get("construction") or {}).get("stages", {}).values())
-    counts["skipped"] = construction_calls == 0 and counts.get("dialogues") == counts.get("already_done")
-    return counts
+    artifacts, skipped = {}, True
+    if "construction" in counts:
+        artifacts["openings"] = counts["construction"]["openings_dir"]
+        skipped = sum(stage["to_run"] for stage in counts["construction"]["stages"].values()) == 0
+    if "dialogues" in config.run_stages:
+        artifacts["dialogues"] = counts["dialogues_dir"]
+        if config.export_jsonl:
+            artifacts["dialogues_jsonl"] = counts["jsonl"]
+        skipped = skipped and counts["dialogues"] == counts["already_done"]
+    return StageResult(counts, skipped, artifacts)
 
 
-def _train(config: TrainConfig, _serve: PipelineServe) -> dict:
-    from ultrachat.training.run import run_train
-
+def _train(config: TrainConfig, _serve: PipelineServe) -> StageResult:
     counts = run_train(config)
-    counts["skipped"] = bool(counts.get("already_exported"))
-    return counts
+    artifacts = {"prepared_data": storage.join(config.output_dir, "prepared"),
+                 "checkpoints": storage.join(config.output_dir, "checkpoints"),
+                 "train_metrics": storage.join(config.output_dir, "metrics.jsonl"), "model": counts["export_dir"]}
+    return StageResult(counts, "already_exported" in counts, artifacts)
 
 
-def _serve(config: ServeConfig, settings: PipelineServe) -> dict:
+def _serve(config: ServeConfig, settings: PipelineServe) -> StageResult:
     from ultrachat.serving.run import hold_until_stopped, start_serving, stop_serving, usage_example
 
     started = time.monotonic()
@@ -101,6 +124,7 @@ def _serve(config: ServeConfig, settings: PipelineServe) -> dict:
         if not config.detach:
             stop_serving()
         raise
+    counts["stopped"] = False
     if not settings.keep_serving:
         stop_serving()
         counts["stopped"] = True
@@ -111,7 +135,7 @@ def _serve(config: ServeConfig, settings: PipelineServe) -> dict:
         hold_until_stopped()
         stop_serving()
         counts["stopped"] = True
-    return counts
+    return StageResult(counts, artifacts={"served_at": base_url})
 
 
 def _chat(base_url: str, config: ServeConfig, settings: PipelineServe) -> dict:
@@ -138,33 +162,17 @@ def _absolute(path: str) -> str:
 _RUNNERS = {"generate": _generate, "train": _train, "serve": _serve}
 
 
-def _artifacts(configs: dict, results: dict) -> dict:
-    generate, train = configs["generate"].output_dir, configs["train"].output_dir
-    found = {"resolved_configs": [storage.join(c.output_dir, "resolved_config.yaml") for c in configs.values()]}
-    if "generate" in results:
-        found["dialogues"] = results["generate"].get("dialogues_dir")
-        found["dialogues_jsonl"] = results["generate"].get("jsonl")
-        if results["generate"].get("construction"):
-            found["openings"] = storage.join(generate, "openings")
-    if "train" in results:
-        found.update(prepared_data=storage.join(train, "prepared"), checkpoints=storage.join(train, "checkpoints"),
-                     train_metrics=storage.join(train, "metrics.jsonl"), model=results["train"]["export_dir"])
-    if "serve" in results:
-        found["served_at"] = results["serve"]["base_url"]
-    return found
-
-
-def _report(artifacts: dict, results: dict) -> str:
+def _report(artifacts: dict, results: dict[str, StageResult]) -> str:
     lines = [f"  {name + ':':18} {value}" for name, value in artifacts.items()
              if value and name != "resolved_configs"]
     lines.append(f"  {'resolved configs:':18} {', '.join(artifacts['resolved_configs'])}")
     if "generate" in results:
-        counts = results["generate"]
+        counts = results["generate"].counts
         statuses = {k[len('status_'):]: v for k, v in counts.items() if k.startswith("status_")}
-        lines.append(f"  {'dialogues:':18} {counts.get('dialogues', 0)} {statuses}")
+        lines.append(f"  {'dialogues:':18} {counts['dialogues']} {statuses}")
     if "serve" in results:
-        serve = results["serve"]
-        state = "stopped" if serve.get("stopped") else "still serving"
+        serve = results["serve"].counts
+        state = "stopped" if serve["stopped"] else "still serving"
         lines.append(f"  {'model served:':18} {serve['models'][0]} at {serve['base_url']} ({state})")
         lines.append(f"  {'prompt:':18} {serve['prompt']}")
         lines.append(f"  {'reply:':18} {serve['reply']!r}")

@@ -11,7 +11,7 @@ import yaml
 from test_generate import check_records, run_job
 from ultrachat.devtools.fake_lists import list_reply
 from ultrachat.devtools.fake_openai import FakeBehavior, FakeOpenAIServer
-from ultrachat.generation.records import stable_id
+from ultrachat.ids import stable_id
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "platform" / "ultrachat" / "data"

@@ -4,58 +4,15 @@ server, malformed input, and killing the driver or an actor midway then resuming
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from ultrachat.devtools.fake_openai import FakeOpenAIServer
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO / "platform" / "ultrachat" / "data" / "sample_openings.jsonl"
-SAMPLE_IDS = {json.loads(line)["id"] for line in SAMPLE.read_text().splitlines() if line.strip()}
-
-
-def start_job(config: Path, *overrides, env_extra=None):
-    env = {**os.environ, **(env_extra or {})}
-    return subprocess.Popen([sys.executable, str(REPO / "jobs" / "generate.py"), "--config", str(config), *overrides],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-
-
-def finish(process, timeout=900):
-    stdout, stderr = process.communicate(timeout=timeout)
-    lines = [line for line in stdout.strip().splitlines() if line.startswith("{")]
-    return process.returncode, (json.loads(lines[-1]) if lines else None), stderr
-
-
-def run_job(config, *overrides, env_extra=None, timeout=900):
-    return finish(start_job(config, *overrides, env_extra=env_extra), timeout)
-
-
-def read_dialogues(out_dir: Path) -> pd.DataFrame:
-    return pd.read_parquet(out_dir / "dialogues")
-
-
-def openai_config(tmp_path, server, openings=SAMPLE, **extra) -> Path:
-    chat = {"backend": "openai", "base_url": server.base_url, "model": "fake-chat", "api_key_env": "UC_FAKE_KEY",
-            "max_retries": 3, "backoff_initial_s": 0.05, "backoff_max_s": 0.2, "timeout_s": 10}
-    config = {
-        "output_dir": str(tmp_path / "out"),
-        "openings": {"path": str(openings)},
-        "user": {"chat": chat, "sampling": {"max_tokens": 30}},
-        "assistant": {"chat": chat, "sampling": {"max_tokens": 60}},
-        "rounds": {"I": {"min": 2, "max": 3}, "II": {"min": 2, "max": 2}, "III": {"min": 2, "max": 2}},
-        "actors": {"min_actors": 1, "max_actors": 1, "num_cpus": 0.5, "dialogues_per_batch": 4},
-        **extra,
-    }
-    path = tmp_path / "generate.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+from generate_runs import REPO, SAMPLE, SAMPLE_IDS, finish, openai_config, read_dialogues, run_job, start_job
 
 
 def check_records(frame: pd.DataFrame) -> None:
@@ -115,24 +72,30 @@ def test_missing_api_key_fails_before_any_work(ray_address, tmp_path, monkeypatc
     assert not (tmp_path / "out" / "dialogues").exists()
 
 
-def test_unreachable_endpoint_fails_cleanly_and_a_rerun_retries_the_failures(ray_address, tmp_path, fake_key):
+def test_unreachable_endpoint_stops_early_as_partial_and_a_rerun_retries_the_failures(ray_address, tmp_path,
+                                                                                       fake_key):
     class Closed:
         base_url = "http://127.0.0.1:9/v1"  # discard port: connection refused
 
     config = openai_config(tmp_path, Closed)
-    code, summary, stderr = run_job(config, "openings.limit=3", timeout=300)
-    assert code == 0, stderr[-3000:]
+    # One batch of 2 at a time: the first batch's failures are enough to judge (min_finished=2).
+    code, summary, stderr = run_job(config, "actors.dialogues_per_batch=2", "actors.batches_in_flight=1",
+                                    "failures.min_finished=2", timeout=300)
+    assert code == 3 and summary["status"] == "partial", stderr[-3000:]
+    assert "max_failed_fraction" in summary["error"] and "retries_exhausted" in summary["error"], summary["error"]
     frame = read_dialogues(tmp_path / "out")
-    assert len(frame) == 3 and frame["status"].str.startswith("failed:retries_exhausted").all(), frame["status"]
-    # The endpoint is back: a re-run (one more opening this time) retries exactly the failures and
-    # replaces their records.
+    assert 2 <= len(frame) < len(SAMPLE_IDS), len(frame)  # stopped early: no more calls into a dead endpoint
+    assert frame["status"].str.startswith("failed:retries_exhausted").all(), frame["status"]
+    assert summary["counts"]["status_failed"] == len(frame)
+    # The endpoint is back: a re-run retries exactly the failures, replaces their records and does the rest.
     with FakeOpenAIServer() as server:
-        code, summary, stderr = run_job(config, "openings.limit=4", f"user.chat.base_url={server.base_url}",
+        code, summary, stderr = run_job(config, f"user.chat.base_url={server.base_url}",
                                         f"assistant.chat.base_url={server.base_url}")
     assert code == 0, stderr[-3000:]
-    assert summary["counts"]["retried_failed"] == 3 and summary["counts"]["replaced_failed_records"] == 3
-    frame = read_dialogues(tmp_path / "out")
-    assert len(frame) == 4 and frame["id"].is_unique and not frame["status"].str.startswith("failed").any()
+    assert summary["counts"]["retried_failed"] == len(frame) == summary["counts"]["replaced_failed_records"]
+    rerun = read_dialogues(tmp_path / "out")
+    assert set(rerun["id"]) == SAMPLE_IDS and rerun["id"].is_unique
+    assert not rerun["status"].str.startswith("failed").any()
 
 
 def wait_for_shards(out_dir: Path, process, minimum=1, timeout=300):

@@ -144,7 +144,7 @@ def test_generation_is_named_in_the_dashboard(ray_head, generated):
     assert any(op.startswith("MapBatches(DialogueWorker)") for op in names[main[0]]), names
     assert any(name.startswith(f"ultrachat-generate-{GEN_RUN}-openings_") for name in names), names
     # The progress actor is named after the run (and a random suffix, so concurrent runs never clash).
-    trackers = list_actors(address=ray_head["dashboard"], filters=[("class_name", "=", "ProgressTracker")],
+    trackers = list_actors(address=ray_head["dashboard"], filters=[("class_name", "=", "StageTracker")],
                            limit=1000, raise_on_missing_output=False)
     assert any((a.name or "").startswith(f"ultrachat-progress-{GEN_RUN}-") for a in trackers), trackers
 

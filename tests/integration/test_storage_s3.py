@@ -128,7 +128,7 @@ def trained(s3, generated, ray_tmp, tiny_model_dir, tmp_path_factory):
 def test_train_from_s3_checkpoints_and_exports_to_s3(s3, trained, ray_tmp):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ultrachat.serving.model_files import local_model_dir
+    from ultrachat.models.files import local_model_dir
 
     summary = trained["summary"]
     counts = summary["counts"]

@@ -44,3 +44,40 @@ def test_vllm_cpu_engine_generates_from_the_small_model(small_model_dir, tmp_pat
     for output in outputs:
         assert len(set(output["ids"])) >= 5, output
         assert output["text"].strip()
+
+
+SEEDED = r"""
+import asyncio, json, sys
+from ultrachat.config.chat import Sampling, VllmBackend
+from ultrachat.llm.vllm_backend import VllmChatBackend, shutdown_engines
+
+async def main():
+    backend = VllmChatBackend(VllmBackend(backend="vllm", model=sys.argv[1], dtype="float32", max_model_len=512),
+                              sys.argv[1])
+    def ask(seed, filler=0):
+        text = "Tell me about rivers. " + "Water flows down to the sea. " * filler
+        return backend.chat([{"role": "user", "content": text}], Sampling(temperature=1.0, max_tokens=16, seed=seed))
+    alone = [(await ask(7)).text, (await ask(7)).text, (await ask(8)).text]
+    # 8 concurrent ~470-token prompts exceed the 2048-token step budget of chunked prefill.
+    burst = [r.text for r in await asyncio.gather(*(ask(100 + i, filler=45) for i in range(8)))]
+    again = [(await ask(100 + i, filler=45)).text for i in (0, 7)]
+    with open(sys.argv[2], "w") as out:
+        json.dump({"alone": alone, "burst": burst, "again": again}, out)
+    shutdown_engines()
+
+asyncio.run(main())
+"""
+
+
+def test_seeded_turns_reproduce_on_the_cpu_engine_alone_and_in_a_batch(small_model_dir, tmp_path):
+    """The generation backend passes per-turn seeds to vLLM's CPU engine (see ultrachat/llm/vllm_cpu.py)."""
+    script = tmp_path / "seeded.py"
+    script.write_text(SEEDED)
+    result_file = tmp_path / "seeded.json"
+    result = subprocess.run([sys.executable, str(script), str(small_model_dir), str(result_file)], capture_output=True,
+                            text=True, timeout=600, env=os.environ.copy())
+    assert result.returncode == 0, result.stderr[-4000:]
+    got = json.loads(result_file.read_text())
+    assert got["alone"][0] == got["alone"][1] != got["alone"][2]
+    assert got["again"] == [got["burst"][0], got["burst"][7]]
+    assert len(set(got["burst"])) == 8

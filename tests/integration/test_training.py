@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from training_runs import FAULT_ENV, metrics_by_step, run_train, train_config, write_data
+from processes import kill_from_outside, wait_for
+from training_runs import finish_train, logged_steps, metrics_by_step, run_train, start_train, train_config, write_data
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,8 +74,9 @@ def test_checkpoints_of_another_world_size_are_refused(trained, ray_head):
 
 def test_killed_worker_resumes_at_the_right_step_and_data_position(ray_head, small_model_dir, tmp_path):
     """ZeRO-3 (partitioned loading, consolidated export): an uninterrupted run, then the same run with
-    the last rank's worker SIGKILLed at step 5 (checkpoint at 3): Ray Train restarts the workers, they
-    resume from step 3 at the same data position, and the loss of every step matches the reference."""
+    a Ray Train worker SIGKILLed from outside after step 4 (checkpoint at 3): Ray Train restarts the
+    workers, they resume from the latest checkpoint at the same data position, and the loss of every
+    step matches the reference."""
     data = write_data(tmp_path / "data.jsonl", count=80)
     env = {"RAY_ADDRESS": ray_head["address"]}
     settings = dict(zero_stage=3, log_every_steps=1, checkpoint_every_steps=3, max_failures=1)
@@ -83,11 +85,13 @@ def test_killed_worker_resumes_at_the_right_step_and_data_position(ray_head, sma
     faulted_dir.mkdir()
     code, reference, stderr = run_train(train_config(reference_dir, data, **settings), env_extra=env)
     assert code == 0, stderr[-6000:]
-    marker = tmp_path / "killed-once"
-    code, faulted, stderr = run_train(train_config(faulted_dir, data, **settings),
-                                      env_extra={**env, FAULT_ENV: f"5:{marker}"})
+    process = start_train(train_config(faulted_dir, data, **settings), env_extra=env)
+    wait_for(lambda: logged_steps(faulted_dir / "out") >= 4, process, "step 4")
+    killed = kill_from_outside("RayTrainWorker")
+    code, faulted, stderr = finish_train(process)
     assert code == 0, stderr[-6000:]
-    assert marker.exists()  # the worker really was killed
+    assert killed, "no Ray Train worker process was found to kill"
+    assert logged_steps(faulted_dir / "out") > reference["counts"]["total_steps"]  # some steps ran twice
     assert faulted["counts"]["resumed_from"] is None  # resumed by Ray Train inside the run, not by a re-run
     expected, got = metrics_by_step(reference_dir / "out"), metrics_by_step(faulted_dir / "out")
     total = reference["counts"]["total_steps"]

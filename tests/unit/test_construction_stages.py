@@ -11,7 +11,7 @@ from ultrachat.construction.list_parser import parse_list
 from ultrachat.construction.reference import load_reference
 from ultrachat.construction.worker import parse_reply
 from ultrachat.devtools.fake_lists import SHAPES, list_reply
-from ultrachat.generation.records import stable_id
+from ultrachat.ids import stable_id
 
 LLM = {"chat": {"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}}
 
@@ -169,7 +169,7 @@ def test_sector_three_near_duplicates_are_judged_on_the_instruction_not_the_shar
 def test_dialogues_alone_reuse_the_built_openings_only_when_complete(tmp_path):
     from ultrachat.config.schema import GenerateConfig
     from ultrachat.errors import InputError
-    from ultrachat.generation.run import openings_input
+    from ultrachat.generate import openings_input
 
     role = {"chat": LLM["chat"]}
     config = GenerateConfig.model_validate({"output_dir": str(tmp_path), "stages": ["dialogues"],

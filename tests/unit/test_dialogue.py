@@ -8,10 +8,11 @@ import pytest
 from ultrachat.config.generation import Filters, GenerateStage
 from ultrachat.devtools.fake_openai import FakeBehavior, FakeOpenAIServer
 from ultrachat.generation import prompts
-from ultrachat.generation.backends.openai_backend import OpenAIChatBackend
+from ultrachat.llm.openai_backend import OpenAIChatBackend
 from ultrachat.generation.dialogue import Simulator, invalid_record
 from ultrachat.generation.filters import DialogueFilter
-from ultrachat.generation.records import stable_id, to_table
+from ultrachat.generation.records import to_table
+from ultrachat.ids import stable_id
 
 HISTORY = [{"role": "user", "content": "What causes tides?"},
            {"role": "assistant", "content": "Mainly the Moon's gravity."}]
@@ -119,7 +120,7 @@ def test_invalid_input_lines_get_their_own_status():
 
 def test_roles_on_the_same_endpoint_share_one_rate_limit_budget():
     from ultrachat.config.chat import OpenAIBackend
-    from ultrachat.generation.backends import make_backend
+    from ultrachat.llm import make_backend
 
     chat = dict(backend="openai", base_url="http://127.0.0.1:9/v1", api_key_env="UC_KEY", requests_per_minute=60)
     user, assistant = make_backend(OpenAIBackend(model="a", **chat)), make_backend(OpenAIBackend(model="b", **chat))

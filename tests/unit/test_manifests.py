@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from manifests import MANIFESTS, REPO_ROOT, crd_dir, manifest_id  # noqa: F401  (crd_dir: a fixture)
-from ultrachat import kuberay
+import kuberay_schema as kuberay
 
 
 def test_cluster_yaml_is_discovered():

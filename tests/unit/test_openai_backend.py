@@ -9,9 +9,9 @@ import pytest
 
 from ultrachat.config.chat import OpenAIBackend, Sampling
 from ultrachat.devtools.fake_openai import FakeBehavior, FakeOpenAIServer
-from ultrachat.generation.backends.base import ChatError, ChatResult
-from ultrachat.generation.backends.openai_backend import OpenAIChatBackend
-from ultrachat.generation.backends.rate_limit import RateLimiter, backoff_delay
+from ultrachat.llm.base import ChatError, ChatResult
+from ultrachat.llm.openai_backend import OpenAIChatBackend
+from ultrachat.llm.rate_limit import RateLimiter, backoff_delay
 
 HELLO = [{"role": "user", "content": "hello there, how are you"}]  # 5 words, estimated at 10 tokens
 SAMPLING = Sampling(temperature=0.3, top_p=0.9, max_tokens=64, seed=11)

@@ -9,7 +9,7 @@ import pytest
 from ultrachat.config.generation import OpeningsInput
 from ultrachat.generation.openings import list_input_files, normalize
 from ultrachat.inputs import iter_file_records
-from ultrachat.generation.records import stable_id
+from ultrachat.ids import stable_id
 
 
 def _parse_file(row: dict) -> list[dict]:

@@ -13,7 +13,7 @@ from ultrachat.config.serving import ServeStage
 from ultrachat.errors import ConfigError, ModelSourceError
 from ultrachat.models.chat_template import ULTRACHAT_CHAT_TEMPLATE
 from ultrachat.serving.app import model_deployment_options, stage_from_args
-from ultrachat.serving.model_files import chat_template_for, local_model_dir
+from ultrachat.models.files import chat_template_for, local_model_dir
 from ultrachat.serving.run import usage_example
 
 REPO = Path(__file__).resolve().parents[2]

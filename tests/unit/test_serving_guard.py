@@ -9,7 +9,6 @@ import pytest
 
 from ultrachat.serving.asgi_bridge import call_asgi
 from ultrachat.serving.http_guard import ApiKeys, GuardSettings, HttpGuard
-from ultrachat.serving.model_server import _drop_seed
 
 
 class EchoApp:
@@ -122,23 +121,6 @@ def test_admission_limit_answers_429_and_frees_slots():
             assert (await client.post("/v1/chat/completions", content=b"{}")).status_code == 200
 
     asyncio.run(go())
-
-
-def test_seed_is_dropped_on_cpu_and_everything_else_kept():
-    body = json.dumps({"model": "m", "seed": 3, "messages": [{"role": "user", "content": "seed"}]}).encode()
-    assert json.loads(_drop_seed(body)) == {"model": "m", "messages": [{"role": "user", "content": "seed"}]}
-    for untouched in (b'{"model": "m"}', b'{"seed": ', b'["seed"]'):
-        assert _drop_seed(untouched) == untouched
-    app = EchoApp()
-    guard = HttpGuard(app, GuardSettings(), rewrite_body=_drop_seed)
-
-    async def go():
-        async with client_for(guard) as client:
-            await client.post("/v1/chat/completions", content=body)
-            await client.post("/v1/other", content=body)  # only engine work is rewritten
-
-    asyncio.run(go())
-    assert b"seed\": 3" not in app.seen[0] and app.seen[1] == body
 
 
 def test_call_asgi_streams_start_then_body_and_cancels_on_close():

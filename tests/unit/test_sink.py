@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ultrachat.construction.records import RESULT_SCHEMA
-from ultrachat.generation.sink import drop_superseded_failures, read_column
+from ultrachat.shards import drop_superseded_failures, read_column
 
 
 def rows(*records):

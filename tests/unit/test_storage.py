@@ -11,21 +11,10 @@ import pyarrow as pa
 import pytest
 
 from ultrachat import storage
-from ultrachat.devtools.object_store import local_s3
 from ultrachat.config import load_config
 from ultrachat.errors import ConfigError, InputError, ModelSourceError
 
-BUCKET = "uc-unit"
-
-
-@pytest.fixture(scope="module")
-def s3_env():
-    """A moto S3 server on 127.0.0.1 and the AWS variables pyarrow's from_uri reads; yields the bucket URI."""
-    pytest.importorskip("moto.server", reason="moto is not installed (pip install -e '.[dev]')")
-    with local_s3(BUCKET) as env, pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        yield f"s3://{BUCKET}"
+# s3_env (tests/conftest.py): a moto S3 server on 127.0.0.1 per module, yielding its bucket's URI.
 
 
 @pytest.fixture(params=["s3", "file"])
@@ -171,7 +160,7 @@ def test_unreachable_store_is_an_input_error_naming_the_key(monkeypatch):
 
 
 def test_dialogue_shards_on_a_uri(base):
-    from ultrachat.generation.sink import _write_atomic, drop_superseded_failures, read_column, shard_paths
+    from ultrachat.shards import _write_atomic, drop_superseded_failures, read_column, shard_paths
 
     schema = pa.schema([("id", pa.string()), ("status", pa.string()), ("started_at", pa.float64())])
     out = storage.join(base, "dialogues")
@@ -222,7 +211,7 @@ def test_checkpoint_signature_on_a_uri(base):
 
 
 def test_served_model_copied_from_a_uri_and_recopied_after_a_new_export(base, tmp_path, monkeypatch):
-    from ultrachat.serving.model_files import chat_template_for, local_model_dir
+    from ultrachat.models.files import chat_template_for, local_model_dir
 
     monkeypatch.setenv("ULTRACHAT_CACHE", str(tmp_path / "cache"))
     source = storage.join(base, "run", "export")

@@ -48,3 +48,30 @@ class PoolResources(Section):
         if self.min_actors > self.max_actors:
             raise ValueError(f"min_actors ({self.min_actors}) must not exceed max_actors ({self.max_actors})")
         return self
+
+
+class FailurePolicy(Section):
+    """When a stage's failures stop the job, and how often Ray may retry what kills an actor."""
+
+    # Stop early (status ``partial``, nonzero exit) once more than this share of the finished work
+    # failed, and fail a run that ends above it: a RayJob's backoffLimit then re-runs it, and the
+    # re-run retries the failures (retry_failed).
+    max_failed_fraction: float = Field(default=0.05, ge=0, le=1)
+    # The fraction is judged once this many items have finished (or all of them, if fewer).
+    min_finished: int = Field(default=20, ge=1)
+    # Failures caused by the input itself, which no retry fixes: kept as failed records, not counted.
+    exempt_reasons: list[str] = ["prompt_too_long"]
+    # A batch in flight when its actor died is run again, at most this many times in all; then its
+    # rows are recorded as failed:actor_died with the reason, never retried forever.
+    max_batch_attempts: int = Field(default=3, ge=1)
+    # Restarts of one actor (a dead vLLM engine, OOM, a crash) before the stage fails.
+    max_actor_restarts: int = Field(default=4, ge=0)
+
+
+class LeaseSettings(Section):
+    """The output dir's lease (output_lease.py): one live run per output_dir."""
+
+    # Seconds without a renewal (every expiry_s/4) after which another run may take the lease over;
+    # keep it well above the clock skew between hosts and the longest pause of the driver.
+    expiry_s: float = Field(default=120, gt=0)
+    enabled: bool = True

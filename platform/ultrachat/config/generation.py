@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ultrachat.config.base import PoolResources, Section
+from ultrachat.config.base import FailurePolicy, PoolResources, Section
 from ultrachat.config.chat import Role
 from ultrachat.config.construction import Construction
 from ultrachat.storage import StoragePath
@@ -86,6 +86,8 @@ class GenerateStage(Section):
     personas: list[str] = []
     filters: Filters = Filters()
     actors: ActorPool = ActorPool()
+    # For both stages (construction calls and dialogues).
+    failures: FailurePolicy = FailurePolicy()
     seed: int = 0
     # On a re-run, dialogues that failed (endpoint down, engine error...) run again and their old
     # failed records are replaced; false keeps failures as final.

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, model_validator
 
-from ultrachat.config.base import LogLevel, Section
+from ultrachat.config.base import LeaseSettings, LogLevel, Section
 from ultrachat.config.generation import GenerateStage
 from ultrachat.config.pipeline import STAGES, PipelineServe, PipelineTrain, Stage, check_stage_order
 from ultrachat.config.serving import ServeStage
@@ -40,6 +40,8 @@ class JobSettings(Section):
     run_name: str | None = Field(default=None, description="shown in the Ray dashboard and log lines")
     log_level: LogLevel = "INFO"
     ray: RaySettings = RaySettings()
+    # The driver's lease on output_dir: a second run on the same dir is refused while this one lives.
+    lease: LeaseSettings = LeaseSettings()
 
     def local_ray_env(self) -> dict[str, str]:
         """Environment a locally started Ray needs for this job (see ray_runtime.init_ray)."""

@@ -18,7 +18,7 @@ import math
 
 from ultrachat.config.construction import Construction
 from ultrachat.construction import prompts
-from ultrachat.generation.records import stable_id
+from ultrachat.ids import stable_id
 
 # Stages by depth: each wave's parents are all written before it runs.
 WAVES: tuple[tuple[str, ...], ...] = (

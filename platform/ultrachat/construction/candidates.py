@@ -17,7 +17,7 @@ import json
 from ultrachat.config.construction import Construction
 from ultrachat.construction.calls import CallPlanner, unit_hash
 from ultrachat.construction.dedup import MinHasher, exact_key, near_key
-from ultrachat.generation.records import stable_id
+from ultrachat.ids import stable_id
 
 QUESTION_STAGES = ("topic_questions", "further_questions", "specific_questions", "extended_questions")
 OPENING_STAGES = QUESTION_STAGES + ("instructions", "refined_instructions", "material_instructions")

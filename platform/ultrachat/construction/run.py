@@ -4,7 +4,7 @@
    truncated, sampled evenly across material types). Bad records are counted with file:line.
 2. Three waves of LLM calls (construction/calls.py). Each wave is one Ray Data run: its calls are
    derived from the previous waves' results on storage -> the calls already made are dropped ->
-   ``map_batches(ConstructionWorker, ActorPoolStrategy)`` -> one Parquet shard per batch under
+   ``map_batches(ConstructionWorker)`` (stages/pool.py) -> one Parquet shard per batch under
    ``construction/calls/<stage>/``. A re-run makes only the calls missing there (and failed ones).
 3. Candidates (construction/candidates.py) -> exact and near de-duplication -> even sampling to each
    sector's target on the driver, from compact key columns -> ``openings/`` (Parquet, the format
@@ -15,25 +15,24 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from collections import Counter
 
 import numpy as np
-import pyarrow as pa
 import ray
 
 from ultrachat import storage
-from ultrachat.observability import actor_name, dataset_name, named, run_label
+from ultrachat.observability import dataset_name, named, run_label
 from ultrachat.construction.calls import PARENT, WAVES, CallPlanner
 from ultrachat.construction.candidates import OPENING_STAGES, CandidateBuilder
 from ultrachat.construction.dedup import dedup_mask
 from ultrachat.construction.records import CANDIDATE_SCHEMA, OPENING_LINE_SCHEMA, RESULT_SCHEMA
 from ultrachat.construction.sampling import sample_evenly
 from ultrachat.construction.sources import ConstructionInputs, load_inputs
-from ultrachat.construction.worker import ConstructionWorker
-from ultrachat.generation.progress import ProgressReporter, ProgressTracker
+from ultrachat.construction.worker import CallHandlerFactory, ConstructionWorker
+from ultrachat.errors import PartialFailure
 from ultrachat.inputs import keep_rows
-from ultrachat.generation.sink import ShardSink, drop_superseded_failures, read_column, shard_paths
+from ultrachat.shards import ShardSink, drop_superseded_failures, read_column, shard_paths
+from ultrachat.stages.pool import PoolStage, check_failures, run_pool_stage
 
 logger = logging.getLogger(__name__)
 
@@ -119,58 +118,54 @@ def _run_wave(config, planner: CallPlanner, source, wave, calls_root: str, secre
         report[stage] = {"calls": len(set(ids)), "already_done": len(set(ids)) - len(missing),
                          "retried_failed": len(retried[stage]), "to_run": len(missing)}
     logger.info("wave %s: %s", "+".join(wave), report)
+    stopped = None
     if todo:
-        _execute(config, calls, todo, source.resolved_model, secrets, calls_root, name)
+        # Only the calls still to make reach the actors.
+        rows = calls.map_batches(keep_rows, fn_kwargs={"column": "call_id", "wanted": [ray.put(todo)]},
+                                 batch_format="pyarrow")
+        try:
+            run_pool_stage(_stage(config, source.resolved_model, secrets, name), rows, len(todo),
+                           ShardSink(calls_root, RESULT_SCHEMA, key="call_id", partition_by="stage"))
+        except PartialFailure as err:
+            stopped = err
+    statuses = {}
     for stage in report:
         drop_superseded_failures(stage_dir(calls_root, stage), stale[stage], RESULT_SCHEMA, key="call_id")
-        report[stage].update(_stage_outcome(calls_root, stage))
+        statuses[stage], outcome = _stage_outcome(calls_root, stage)
+        report[stage].update(outcome)
+    if stopped is not None:
+        raise PartialFailure(f"construction wave {'+'.join(wave)} {stopped}", {"stages": report})
+    for stage, counts in statuses.items():
+        check_failures(counts, sum(counts.values()), config.failures, "LLM calls", stage_dir(calls_root, stage),
+                       {"stages": report})
     return report
 
 
-def _execute(config, calls, todo: set[str], resolved: str | None, secrets: dict, calls_root: str,
-             name: str) -> None:
+def _stage(config, resolved: str | None, secrets: dict, name: str) -> PoolStage:
     pool = config.construction.actors
-    namespace = ray.get_runtime_context().namespace
-    progress_name = actor_name("construction", config.run_name, uuid.uuid4().hex[:8])
-    tracker = ProgressTracker.options(name=progress_name, namespace=namespace).remote()
-    todo_ref = [ray.put(todo)]
-    batches = (calls.map_batches(keep_rows, fn_kwargs={"column": "call_id", "wanted": todo_ref}, batch_format="pyarrow")
-               .repartition(target_num_rows_per_block=pool.calls_per_batch))
-    results = batches.map_batches(
-        ConstructionWorker,
-        compute=ray.data.ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors,
-                                           max_tasks_in_flight_per_actor=2 * pool.batches_in_flight,
-                                           max_concurrent_calls_per_actor=pool.batches_in_flight),
-        batch_size=pool.calls_per_batch, batch_format="pyarrow", num_cpus=pool.num_cpus, num_gpus=pool.num_gpus,
-        fn_constructor_kwargs={"construction_json": config.construction.model_dump_json(), "resolved_model": resolved,
-                               "todo": todo_ref, "progress_name": progress_name, "namespace": namespace,
-                               "secrets": secrets, "log_level": config.log_level,
-                               "run": run_label(config.run_name, "generate")},
-    )
-    named(results, name)  # Ray Data view: ultrachat-construct-<run_name>-wave<N>, MapBatches(ConstructionWorker)
-    logger.info("making %d LLM calls on %d-%d actor(s) -> %s", len(todo), pool.min_actors, pool.max_actors,
-                calls_root)
-    try:
-        with ProgressReporter(tracker, total=len(todo), describe=_describe_calls):
-            results.write_datasink(ShardSink(calls_root, RESULT_SCHEMA, key="call_id", partition_by="stage"))
-    finally:
-        ray.kill(tracker)
+    return PoolStage(
+        worker=ConstructionWorker, handler_factory=CallHandlerFactory(config.construction.model_dump_json(), resolved),
+        key="call_id", schema=RESULT_SCHEMA, unit="LLM calls", pool=pool, batch_size=pool.calls_per_batch,
+        batches_in_flight=pool.batches_in_flight, failures=config.failures, describe=_describe_calls,
+        # Ray Data view: ultrachat-construct-<run_name>-wave<N>, MapBatches(ConstructionWorker)
+        dataset_name=name, run_name=config.run_name, run_label=run_label(config.run_name, "generate"),
+        log_level=config.log_level, secrets=secrets)
 
 
-def _describe_calls(c: dict, total: int, elapsed: float) -> str:
-    return (f"LLM calls {c.get('done', 0)}/{total} (ok {c.get('ok', 0)}, failed {c.get('failed', 0)}) | items "
-            f"{c.get('items', 0)} | tokens in {c.get('tokens_in', 0)} out {c.get('tokens_out', 0)} | "
-            f"{c.get('done', 0) / elapsed:.2f} calls/s")
+def _describe_calls(c: Counter, total: int, elapsed: float) -> str:
+    return (f"LLM calls {c['done']}/{total} (ok {c['ok']}, failed {c['failed']}) | items {c['items']} | "
+            f"tokens in {c['tokens_in']} out {c['tokens_out']} | {c['done'] / elapsed:.2f} calls/s")
 
 
-def _stage_outcome(calls_root: str, stage: str) -> dict:
+def _stage_outcome(calls_root: str, stage: str) -> tuple[Counter, dict]:
+    """(status -> count, the report's counts) of a stage's stored results."""
     table = read_column(stage_dir(calls_root, stage), ["status", "items", "want"], RESULT_SCHEMA)
     statuses = Counter(table.column("status").to_pylist())
     items = [len(i) for i in table.column("items").to_pylist()]
     short = sum(1 for n, want in zip(items, table.column("want").to_pylist()) if 0 < n < want)
-    out = {"ok": statuses.pop("ok", 0), "items": sum(items), "short_lists": short}
-    out.update({k.replace(":", "_"): v for k, v in sorted(statuses.items())})
-    return out
+    out = {"ok": statuses["ok"], "items": sum(items), "short_lists": short}
+    out.update({k.replace(":", "_"): v for k, v in sorted(statuses.items()) if k != "ok"})
+    return statuses, out
 
 
 def _write_candidates(config, templates: dict[str, str], calls_root: str, candidates_dir: str) -> dict:

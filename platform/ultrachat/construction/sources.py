@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ultrachat.construction.url_classifier import UrlClassifier
-from ultrachat.generation.records import stable_id
-from ultrachat.inputs import Malformed, keep_rows, list_input_files, read_records, source_order
+from ultrachat.ids import stable_id
+from ultrachat.ids import source_order
+from ultrachat.inputs import Malformed, keep_rows, list_input_files, read_records
 from ultrachat.errors import InputError
 
 logger = logging.getLogger(__name__)

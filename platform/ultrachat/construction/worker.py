@@ -1,63 +1,72 @@
-"""The Ray Data actor that makes construction's LLM calls: one call row in, one result row out.
+"""Construction's row handler, run by ``ConstructionWorker`` actors (stages/pool.py): one call row in, one
+result row out.
 
-Same shape as the dialogue actor (generation/worker.py): an async ``__call__`` so every call of every
-batch in flight shares the actor's event loop and, for vLLM, one engine, created on first use. The
-reply is parsed into a list here; a reply with no list is an ``failed:unparseable`` result that keeps
-the raw text, so one bad reply never stops the stage.
+The reply is parsed into a list here; a reply with no list is a ``failed:unparseable`` result that
+keeps the raw text, so one bad reply never stops the stage.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
-import os
-import sys
 import time
 from collections import Counter
-
-import pyarrow as pa
-import ray
+from dataclasses import dataclass
 
 from ultrachat import observability
 from ultrachat.config.construction import Construction
 from ultrachat.construction.list_parser import parse_list
 from ultrachat.construction.prompts import SINGLE_ITEM_STAGES
-from ultrachat.construction.records import RESULT_SCHEMA
-from ultrachat.generation.backends import make_backend
-from ultrachat.generation.backends.base import ChatError
-from ultrachat.logs import setup_logging
+from ultrachat.ids import derived_seed
+from ultrachat.llm import make_backend, shutdown_engines
+from ultrachat.llm.base import ChatBackend, ChatError
+from ultrachat.stages.pool import PoolWorker
 
 logger = logging.getLogger(__name__)
 
 
-class ConstructionWorker:
-    def __init__(self, construction_json: str, resolved_model: str | None, todo: list, progress_name: str,
-                 namespace: str, secrets: dict[str, str], log_level: str = "INFO", run: str = "generate"):
-        setup_logging(log_level, role=f"actor=ConstructionWorker pid={os.getpid()}")
-        observability.set_run(run)
-        self.config = Construction.model_validate_json(construction_json)
-        self.resolved_model = resolved_model
-        self.todo: set[str] = ray.get(todo[0])  # the call ids to make, shared via the object store
-        self.progress = ray.get_actor(progress_name, namespace=namespace)
-        for name, value in secrets.items():  # API keys reach the backend, never a config or a log
-            os.environ.setdefault(name, value)
-        self.backend = None
+class ConstructionWorker(PoolWorker):
+    """The Ray Data actor of construction (the dashboard shows ``MapBatches(ConstructionWorker)``)."""
 
-    async def __call__(self, batch: pa.Table) -> pa.Table:
-        if self.backend is None:
-            self.backend = make_backend(self.config.llm.chat, self.resolved_model)
-        rows = [r for r in batch.to_pylist() if r["call_id"] in self.todo]
-        results = await asyncio.gather(*(self._one(row) for row in rows))
-        if results:
-            self.progress.add.remote(result_counts(results))
-            observability.record_construction_calls(results)
-        return pa.Table.from_pylist(list(results), schema=RESULT_SCHEMA)
 
-    def __del__(self):
-        # Ray Data drops the UDF on graceful actor exit: stop the vLLM engine processes cleanly.
-        if self.backend is not None and "ultrachat.generation.backends.vllm_backend" in sys.modules:
-            sys.modules["ultrachat.generation.backends.vllm_backend"].shutdown_engines()
+@dataclass
+class CallHandlerFactory:
+    """Picklable: travels to the actors, which call it once."""
+
+    construction_json: str
+    resolved_model: str | None
+
+    def __call__(self) -> "CallHandler":
+        config = Construction.model_validate_json(self.construction_json)
+        return CallHandler(config, make_backend(config.llm.chat, self.resolved_model))
+
+
+class CallHandler:
+    def __init__(self, config: Construction, backend: ChatBackend):
+        self.config, self.backend = config, backend
+
+    async def run(self, call: dict) -> dict:
+        return await self._one(call)
+
+    def failed(self, call: dict, reason: str, error: str) -> dict:
+        return {**self._empty(call, time.time()), "status": f"failed:{reason}", "error": error, "seconds": 0.0}
+
+    def counts(self, results: list[dict]) -> Counter:
+        counts: Counter = Counter()
+        for r in results:
+            counts["items"] += len(r["items"])
+            counts["tokens_in"] += r["prompt_tokens"]
+            counts["tokens_out"] += r["completion_tokens"]
+        return counts
+
+    def observe(self, results: list[dict]) -> None:
+        observability.record_construction_calls(results)
+
+    def close(self) -> None:
+        shutdown_engines()
+
+    def _empty(self, call: dict, started_at: float) -> dict:
+        return {**call, "items": [], "raw": "", "error": "", "model": self.backend.model_name, "finish_reason": "",
+                "prompt_tokens": 0, "completion_tokens": 0, "started_at": started_at}
 
     async def _one(self, call: dict) -> dict:
         role = self.config.llm
@@ -65,11 +74,9 @@ class ConstructionWorker:
         messages.append({"role": "user", "content": call["prompt"]})
         sampling = role.sampling
         if sampling.seed is not None:  # reproducible, yet different for every call
-            digest = hashlib.sha256(f"{sampling.seed}:{call['call_id']}".encode()).digest()
-            sampling = sampling.model_copy(update={"seed": int.from_bytes(digest[:4], "big") & 0x7FFFFFFF})
-        started, started_at = time.monotonic(), time.time()
-        result = {**call, "items": [], "raw": "", "error": "", "model": self.backend.model_name, "finish_reason": "",
-                  "prompt_tokens": 0, "completion_tokens": 0, "started_at": started_at}
+            sampling = sampling.model_copy(update={"seed": derived_seed(sampling.seed, call["call_id"])})
+        started = time.monotonic()
+        result = self._empty(call, time.time())
         try:
             reply = await self.backend.chat(messages, sampling)
         except ChatError as err:
@@ -99,12 +106,3 @@ def parse_reply(stage: str, text: str, finish_reason: str) -> list[str] | None:
         items = items[:-1]  # the reply was cut off: its last item is likely cut mid-sentence
     return items
 
-
-def result_counts(results: list[dict]) -> dict:
-    counts: Counter = Counter(done=len(results))
-    for r in results:
-        counts[r["status"].split(":", 1)[0]] += 1
-        counts["items"] += len(r["items"])
-        counts["tokens_in"] += r["prompt_tokens"]
-        counts["tokens_out"] += r["completion_tokens"]
-    return dict(counts)

@@ -6,7 +6,6 @@ vLLM engines inside the Ray Data actors unchanged.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
 from dataclasses import dataclass
@@ -15,9 +14,10 @@ from ultrachat import observability
 from ultrachat.config.chat import Sampling
 from ultrachat.config.generation import GenerateStage
 from ultrachat.generation import prompts
-from ultrachat.generation.backends.base import ChatBackend, ChatError, ChatResult
+from ultrachat.llm.base import ChatBackend, ChatError, ChatResult
 from ultrachat.generation.filters import DialogueFilter
 from ultrachat.generation.records import empty_usage
+from ultrachat.ids import derived_seed
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Simulator:
         """Simulate the dialogue for one valid opening row; return its output record (never raises
         on a chat failure: that becomes status ``failed:<reason>``)."""
         started, started_at = time.monotonic(), time.time()
-        rng = random.Random(_seed(self.config.seed, opening["id"]))
+        rng = random.Random(derived_seed(self.config.seed, opening["id"], 0))
         bounds = getattr(self.config.rounds, opening["sector"])
         rounds = rng.randint(bounds.min, bounds.max)
         persona = prompts.pick_persona(rng, self.config.personas)
@@ -109,13 +109,9 @@ def _turn(role, model, finish_reason, prompt_tokens, completion_tokens) -> dict:
             "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
 
 
-def _seed(base: int, dialogue_id: str, turn: int = 0) -> int:
-    digest = hashlib.sha256(f"{base}:{dialogue_id}:{turn}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
 
 def _turn_sampling(sampling: Sampling, dialogue_id: str, turn: int) -> Sampling:
     # A configured seed makes every turn reproducible yet different across turns and dialogues.
     if sampling.seed is None:
         return sampling
-    return sampling.model_copy(update={"seed": _seed(sampling.seed, dialogue_id, turn)})
+    return sampling.model_copy(update={"seed": derived_seed(sampling.seed, dialogue_id, turn)})

@@ -14,7 +14,7 @@ from typing import Any
 
 from ultrachat import inputs
 from ultrachat.config.generation import SECTORS, OpeningsInput
-from ultrachat.generation.records import stable_id
+from ultrachat.ids import stable_id
 
 logger = logging.getLogger(__name__)
 

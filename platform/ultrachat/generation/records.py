@@ -8,8 +8,6 @@ lists are all empty would give ``list<null>`` and break readers). ``messages`` i
 
 from __future__ import annotations
 
-import hashlib
-
 import pyarrow as pa
 
 STATUS_KEPT = "kept"
@@ -53,10 +51,6 @@ OPENING_SCHEMA = pa.schema([
     ("invalid", pa.string()),  # empty for a valid opening, else why it was rejected
 ])
 
-
-def stable_id(sector: str, text: str) -> str:
-    """Same opening, same id, on every run: what resume and de-duplication key on."""
-    return hashlib.sha1(f"{sector}\x00{text}".encode("utf-8")).hexdigest()[:20]
 
 
 def empty_usage() -> dict[str, int]:

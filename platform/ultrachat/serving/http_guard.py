@@ -118,11 +118,10 @@ def _presented_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
 class HttpGuard:
     """Wraps an ASGI app; everything it refuses gets an OpenAI-shaped JSON error."""
 
-    def __init__(self, app: ASGIApp, settings: GuardSettings, rewrite_body: Callable[[bytes], bytes] | None = None):
+    def __init__(self, app: ASGIApp, settings: GuardSettings):
         self.app = app
         self.settings = settings
         self.keys = ApiKeys(settings.keys_env, settings.keys_file) if settings.auth_enabled else None
-        self.rewrite_body = rewrite_body
         self.ongoing = 0
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
@@ -148,8 +147,6 @@ class HttpGuard:
         body = await self._read_body(scope, receive, send)
         if body is None:
             return
-        if self.rewrite_body is not None and engine_work:
-            body = self.rewrite_body(body)
         self.ongoing += engine_work
         try:
             await self.app(scope, _replay(body, receive), send)

@@ -19,9 +19,10 @@ from typing import Any, AsyncIterator
 from ray import serve
 
 from ultrachat.config.serving import ServedModel
+from ultrachat.llm.vllm_cpu import seed_safe_engine_kwargs
 from ultrachat.serving.asgi_bridge import call_asgi
 from ultrachat.serving.http_guard import GuardSettings, HttpGuard
-from ultrachat.serving.model_files import chat_template_for, local_model_dir
+from ultrachat.models.files import chat_template_for, local_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -41,24 +42,12 @@ def vllm_server_args(model: ServedModel, model_dir: str, chat_template: str | No
                  else repr(key) for key in unknown]
         raise ValueError(f"models[{model.name}].engine_kwargs: {', '.join(hints)}: not vLLM engine/server arguments "
                          f"(use the AsyncEngineArgs names, e.g. gpu_memory_utilization, enable_prefix_caching)")
-    for key, value in model.engine_kwargs.items():
+    for key, value in {**model.engine_kwargs,
+                       **seed_safe_engine_kwargs(model.engine_kwargs, f"models[{model.name}].engine_kwargs")}.items():
         setattr(args, key, value)
     args.chat_template = chat_template
     validate_parsed_serve_args(args)
     return args
-
-
-def _drop_seed(body: bytes) -> bytes:
-    """vLLM 0.32's CPU engine cannot take per-request seeds: serve the request without one."""
-    if b'"seed"' not in body:
-        return body
-    try:
-        request = json.loads(body)
-    except ValueError:
-        return body  # malformed JSON: vLLM answers 400
-    if isinstance(request, dict) and request.pop("seed", None) is not None:
-        return json.dumps(request).encode()
-    return body
 
 
 class ModelServer:
@@ -73,7 +62,6 @@ class ModelServer:
         from vllm.entrypoints.launchers.api_server.entry import build_async_engine_client_from_engine_args
         from vllm.entrypoints.launchers.app import build_app
         from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.platforms import current_platform
 
         self.model = ServedModel.model_validate(model)
         key = f"models[{self.model.name}]"
@@ -88,14 +76,13 @@ class ModelServer:
         tasks = await self.engine.get_supported_tasks()
         vllm_app = build_app(args, tasks, self.engine.model_config)
         await init_app_state(self.engine, vllm_app.state, args, tasks)
-        rewrite = _drop_seed if current_platform.is_cpu() else None
         settings = GuardSettings(**guard, max_ongoing_requests=self.model.max_ongoing_requests)
         # Behind the router (several models) the router checks keys and sizes; this replica still
         # refuses work beyond its own capacity.
         internal = GuardSettings(max_request_bytes=settings.max_request_bytes,
                                  max_ongoing_requests=self.model.max_ongoing_requests)
-        self._internal = HttpGuard(vllm_app, internal, rewrite)
-        self._http = HttpGuard(vllm_app, settings, rewrite)
+        self._internal = HttpGuard(vllm_app, internal)
+        self._http = HttpGuard(vllm_app, settings)
         logger.info("%s ready", self.model.name)
 
     def __serve_build_asgi_app__(self):

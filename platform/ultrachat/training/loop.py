@@ -14,22 +14,38 @@ seeded local shuffle).
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import tempfile
-from pathlib import Path
+from dataclasses import dataclass
 
 from ultrachat import observability, storage
+from ultrachat.config.training import TrainStage
 from ultrachat.training import checkpoints
 from ultrachat.training.checkpoints import TrainerState
+from ultrachat.training.ds_config import Schedule
 from ultrachat.training.examples import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
-# Test hook (tests/integration/test_training.py), read by the driver and passed in the loop config
-# (workers do not inherit the driver's environment): "STEP:MARKER_FILE" SIGKILLs the last rank's
-# worker process once, when it reaches optimizer step STEP, to exercise resume after a worker failure.
-FAULT_ENV = "ULTRACHAT_TRAIN_KILL_WORKER_AT_STEP"
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Everything the driver decided that every worker needs (Ray Train pickles it to them)."""
+
+    stage: TrainStage
+    deepspeed: dict  # the DeepSpeed config, as DeepSpeed reads it
+    precision: str
+    model_dir: str  # resolved on the driver; a URI model is copied again on each worker's node
+    model_source: str
+    chat_template: str
+    chat_template_source: str
+    schedule: Schedule
+    has_eval: bool
+    pad_id: int
+    output_dir: str
+    export_dir: str
+    prepared_fingerprint: str
+    run_name: str
+    log_level: str
 
 
 def collate(batch: dict, pad_id: int):
@@ -83,34 +99,35 @@ def evaluate(engine, shard, micro_batch_size: int, pad_id: int) -> float | None:
     return float(totals[0] / totals[1]) if totals[1] else None
 
 
-def train_loop_per_worker(cfg: dict) -> None:
+def train_loop_per_worker(train_loop_config: dict) -> None:
+    """Ray Train's entry point: ``train_loop_config`` is ``{"loop": LoopConfig}``."""
+    cfg: LoopConfig = train_loop_config["loop"]
     import deepspeed
     import ray.train
     import torch
 
-    from ultrachat.config.training import TrainStage
     from ultrachat.logs import setup_logging
     from ultrachat.training.export import export_model
     from ultrachat.training.metrics import IntervalMeter, MetricsLog
     from ultrachat.training.model import count_parameters, load_model
 
-    setup_logging(cfg["log_level"], job=f"train:{cfg['run_name']}")
-    observability.set_run(cfg["run_name"])
-    stage = TrainStage.model_validate(cfg["stage"])
+    stage = cfg.stage
+    setup_logging(cfg.log_level, job=f"train:{cfg.run_name}")
+    observability.set_run(cfg.run_name)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.manual_seed(stage.seed)
     # Ray Train already made the torch process group; DeepSpeed's comm wraps it. Needed before the model
     # loads: under ZeRO-3 zero.Init and the config parser read the world size from it.
     deepspeed.init_distributed(dist_backend="nccl" if stage.use_gpu else "gloo", auto_mpi_discovery=False)
-    model_dir = cfg["model_dir"]
-    if storage.is_uri(cfg["model_source"]):
+    model_dir = cfg.model_dir
+    if storage.is_uri(cfg.model_source):
         # The driver's copy of a URI model is on the driver's node only: each node makes its own.
-        from ultrachat.serving.model_files import local_model_dir
+        from ultrachat.models.files import local_model_dir
 
-        model_dir = local_model_dir(cfg["model_source"], key="model")
-    model, _keep_alive = load_model(stage, model_dir, cfg["deepspeed"], cfg["precision"])
-    engine, *_ = deepspeed.initialize(model=model, config=cfg["deepspeed"],
+        model_dir = local_model_dir(cfg.model_source, key="model")
+    model, _keep_alive = load_model(stage, model_dir, cfg.deepspeed, cfg.precision)
+    engine, *_ = deepspeed.initialize(model=model, config=cfg.deepspeed,
                                       model_parameters=[p for p in model.parameters() if p.requires_grad])
     state = TrainerState()
     restored = ray.train.get_checkpoint()
@@ -119,22 +136,21 @@ def train_loop_per_worker(cfg: dict) -> None:
             state = checkpoints.load(engine, local)
         logger.info("rank %d resumed at step %d (epoch %d, micro-batch %d)", rank, state.step, state.epoch,
                     state.micro_in_epoch)
-    plan, accumulation = cfg["schedule"], stage.gradient_accumulation_steps
+    plan, accumulation = cfg.schedule, stage.gradient_accumulation_steps
     train_shard = ray.train.get_dataset_shard("train")
-    eval_shard = ray.train.get_dataset_shard("eval") if cfg["has_eval"] else None
+    eval_shard = ray.train.get_dataset_shard("eval") if cfg.has_eval else None
     device_name = torch.cuda.get_device_name() if stage.use_gpu and torch.cuda.is_available() else None
     meter = IntervalMeter(count_parameters(engine.module), world, device_name)
-    log = MetricsLog(cfg["output_dir"] if rank == 0 else None, cfg["tensorboard"])
-    fault = _fault_plan(cfg["fault"], rank, world)
-    pad_id = cfg["pad_id"]
+    log = MetricsLog(cfg.output_dir if rank == 0 else None, stage.tensorboard)
+    pad_id = cfg.pad_id
 
-    while state.step < plan["total_steps"]:
+    while state.step < plan.total_steps:
         skip = state.micro_in_epoch
         for micro, batch in enumerate(micro_batches(train_shard, stage.micro_batch_size, pad_id,
                                                     seed=stage.seed + state.epoch)):
             if micro < skip:
                 continue  # trained on before the restart
-            last_of_epoch = micro + 1 == plan["micro_batches_per_epoch"]
+            last_of_epoch = micro + 1 == plan.micro_batches_per_epoch
             engine.set_gradient_accumulation_boundary((micro + 1) % accumulation == 0 or last_of_epoch)
             loss = forward_loss(engine, batch)
             engine.backward(loss)
@@ -146,17 +162,16 @@ def train_loop_per_worker(cfg: dict) -> None:
             state.step += 1
             if last_of_epoch:
                 state.epoch, state.micro_in_epoch = state.epoch + 1, 0
-            _maybe_fault(fault, state.step)
-            _report_if_due(engine, stage, state, meter, log, eval_shard, pad_id, rank, plan["total_steps"])
-            if last_of_epoch or state.step >= plan["total_steps"]:
+            _report_if_due(engine, stage, state, meter, log, eval_shard, pad_id, rank, plan.total_steps)
+            if last_of_epoch or state.step >= plan.total_steps:
                 break
         else:  # the shard ended before the planned micro-batches (cannot happen with equal splits)
             raise RuntimeError(f"rank {rank}: epoch {state.epoch} ended after {state.micro_in_epoch} micro-batches, "
-                               f"{plan['micro_batches_per_epoch']} were planned")
+                               f"{plan.micro_batches_per_epoch} were planned")
 
     info = {"steps": state.step, "epochs": state.epoch, "tokens": state.tokens, "model": stage.model,
-            "chat_template": cfg["chat_template_source"], "prepared_data": cfg["prepared_fingerprint"]}
-    export_model(engine, stage, model_dir, cfg["chat_template"], cfg["export_dir"], rank, info)
+            "chat_template": cfg.chat_template_source, "prepared_data": cfg.prepared_fingerprint}
+    export_model(engine, stage, model_dir, cfg.chat_template, cfg.export_dir, rank, info)
 
 
 def _report_if_due(engine, stage, state, meter, log, eval_shard, pad_id, rank, total_steps) -> None:
@@ -187,16 +202,3 @@ def _report_if_due(engine, stage, state, meter, log, eval_shard, pad_id, rank, t
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(local),
                          checkpoint_dir_name=checkpoints.checkpoint_dir_name(state.step))
 
-
-def _fault_plan(spec: str | None, rank: int, world: int) -> tuple[int, Path] | None:
-    if not spec or rank != world - 1:
-        return None
-    step, _, marker = spec.partition(":")
-    return int(step), Path(marker)
-
-
-def _maybe_fault(fault, step: int) -> None:
-    if fault and step == fault[0] and not fault[1].exists():
-        fault[1].write_text(f"killed at step {step}\n")
-        logger.warning("fault injection: killing this worker (pid %d) at step %d", os.getpid(), step)
-        os.kill(os.getpid(), signal.SIGKILL)

@@ -39,7 +39,7 @@ class PreparedData:
     fingerprint: str
     train_rows: int
     eval_rows: int
-    counts: dict
+    counts: Counter  # missing counts are 0
 
     @property
     def train_dir(self) -> str:
@@ -80,7 +80,8 @@ def prepare_data(stage: TrainStage, output_dir: str, model_dir: str, chat_templa
     root = storage.join(output_dir, PREPARED_DIR, fp)
     manifest_path = storage.join(root, MANIFEST)
     if storage.exists(manifest_path):
-        prepared = PreparedData(**json.loads(storage.read_text(manifest_path)))
+        saved = json.loads(storage.read_text(manifest_path))
+        prepared = PreparedData(**{**saved, "counts": Counter(saved["counts"])})
         logger.info("reusing prepared data %s (%d train rows, %d eval rows)", root, prepared.train_rows,
                     prepared.eval_rows)
     else:
@@ -111,36 +112,36 @@ def _build(stage, files, fp, root, model_dir, chat_template, builders) -> Prepar
     named(rows, dataset_name("train", getattr(stage, "run_name", None), "prepare")).write_parquet(
         root, partition_cols=["kind"])
     counts = _sum_stats(root)
-    return PreparedData(root=root, fingerprint=fp, train_rows=counts.get("train_rows", 0),
-                        eval_rows=counts.get("eval_rows", 0), counts=counts)
+    return PreparedData(root=root, fingerprint=fp, train_rows=counts["train_rows"],
+                        eval_rows=counts["eval_rows"], counts=counts)
 
 
-def _sum_stats(root: str) -> dict:
+def _sum_stats(root: str) -> Counter:
     import pyarrow.dataset as pads
 
     stats_dir = storage.join(root, f"kind={KIND_STATS}")
     total: Counter = Counter()
     if not storage.exists(stats_dir):
-        return {}
+        return total
     filesystem, inner = storage.filesystem_for(stats_dir)
     table = pads.dataset(inner, filesystem=filesystem, format="parquet").to_table(columns=["stats"])
     for text in table.column("stats").to_pylist():
         total.update(json.loads(text))
-    return dict(sorted(total.items()))
+    return Counter(dict(sorted(total.items())))
 
 
 def _check_trainable(stage: TrainStage, prepared: PreparedData, num_files: int) -> None:
     counts = prepared.counts
     skipped = {k: v for k, v in counts.items() if k.startswith("skipped_") and v}
     if prepared.train_rows == 0:
-        if not counts.get("records"):
+        if not counts["records"]:
             raise InputError(f"data.paths: the {num_files} data file(s) hold no records. Fix: point data.paths "
                              f"to the generation output (dialogues/) or JSONL/Parquet dialogue records")
-        if counts.get("skipped_no_trainable_tokens") and not counts.get("examples"):
+        if counts["skipped_no_trainable_tokens"] and not counts["examples"]:
             raise InputError(f"max_seq_len: every example is too long: in all {counts['records']} records the "
                              f"assistant's tokens start after token {stage.max_seq_len}, so nothing is left to "
                              f"train ({skipped}). Fix: raise max_seq_len, or give shorter dialogues")
-        raise InputError(f"data.paths: no trainable dialogue in {counts.get('records', 0)} records ({skipped}). "
+        raise InputError(f"data.paths: no trainable dialogue in {counts['records']} records ({skipped}). "
                          f"Fix: give records with 'messages' ({{role, content}}), 'conversations' "
                          f"({{from, value}}) or 'data' (alternating texts), with status 'kept' if they have one; "
                          f"check data.format")
@@ -149,7 +150,7 @@ def _check_trainable(stage: TrainStage, prepared: PreparedData, num_files: int) 
                          f"workers (each needs at least one). Fix: lower num_workers or add data")
     if skipped:
         logger.warning("skipped records: %s (counted; the rest train)", skipped)
-    if counts.get("truncated_rounds"):
+    if counts["truncated_rounds"]:
         logger.warning("%d single rounds were longer than max_seq_len %d and were truncated to it",
                        counts["truncated_rounds"], stage.max_seq_len)
     if stage.data.eval_fraction and not prepared.eval_rows:

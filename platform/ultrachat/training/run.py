@@ -18,12 +18,12 @@ import os
 from ultrachat import storage
 from ultrachat.config.schema import TrainConfig
 from ultrachat.config.training import TrainStage
-from ultrachat.errors import InputError
-from ultrachat.serving.model_files import local_model_dir
+from ultrachat.errors import InputError, failure_reason
+from ultrachat.models.files import local_model_dir
 from ultrachat.training import checkpoints
 from ultrachat.training.ds_config import deepspeed_config, resolve_precision, schedule
 from ultrachat.training.export import EXPORT_DIR, read_export_manifest
-from ultrachat.training.loop import FAULT_ENV, train_loop_per_worker
+from ultrachat.training.loop import LoopConfig, train_loop_per_worker
 from ultrachat.training.prepare import prepare_data
 from ultrachat.training.template import resolve_chat_template
 
@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 def run_train(config: TrainConfig) -> dict:
     import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import TrainingFailedError
     from ray.train.torch import TorchConfig, TorchTrainer
     from transformers import AutoTokenizer
 
@@ -64,17 +65,13 @@ def run_train(config: TrainConfig) -> dict:
                     prepared.train_rows % config.num_workers, config.num_workers)
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    loop_config = {
-        "stage": config.model_dump(include=set(TrainStage.model_fields)),
-        "deepspeed": deepspeed_config(config, config.num_workers, plan.total_steps),
-        "precision": resolve_precision(config), "model_dir": model_dir, "model_source": config.model,
-        "chat_template": template,
-        "chat_template_source": template_source, "schedule": {**plan.__dict__, "total_steps": plan.total_steps},
-        "has_eval": bool(prepared.eval_rows), "pad_id": pad_id, "output_dir": output_dir,
-        "export_dir": export_dir, "prepared_fingerprint": prepared.fingerprint, "tensorboard": config.tensorboard,
-        "log_level": config.log_level, "run_name": config.run_name or "train",
-        "fault": os.environ.get(FAULT_ENV),
-    }
+    loop_config = LoopConfig(
+        stage=TrainStage.model_validate(config.model_dump(include=set(TrainStage.model_fields))),
+        deepspeed=deepspeed_config(config, config.num_workers, plan.total_steps),
+        precision=resolve_precision(config), model_dir=model_dir, model_source=config.model,
+        chat_template=template, chat_template_source=template_source, schedule=plan,
+        has_eval=bool(prepared.eval_rows), pad_id=pad_id, output_dir=output_dir, export_dir=export_dir,
+        prepared_fingerprint=prepared.fingerprint, run_name=config.run_name or "train", log_level=config.log_level)
     datasets = {"train": ray.data.read_parquet(prepared.train_dir)}
     if prepared.eval_rows:
         datasets["eval"] = ray.data.read_parquet(prepared.eval_dir)
@@ -82,7 +79,7 @@ def run_train(config: TrainConfig) -> dict:
     ingest.preserve_order = True  # the same rows reach the same rank in the same order after a restart
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_config,
+        train_loop_config={"loop": loop_config},
         torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
                                      resources_per_worker={"CPU": config.cpus_per_worker,
@@ -93,10 +90,13 @@ def run_train(config: TrainConfig) -> dict:
         datasets=datasets,
         dataset_config=DataConfig(execution_options=ingest),
     )
-    result = trainer.fit()
-    if result.error:
-        raise RuntimeError(f"training failed after {config.max_failures} restart(s): {result.error}. Fix the cause "
-                           f"and re-run the same command: it resumes from the latest checkpoint") from result.error
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as err:
+        # Ray Train 2.60 (Train V2) raises once its restarts are used up; one line names the worker's error.
+        raise RuntimeError(f"training failed after {config.max_failures} restart(s) (max_failures): "
+                           f"{failure_reason(err)}. Fix the cause and re-run the same command: it resumes from "
+                           f"the latest checkpoint") from err
     counts.update(resumed_from=found[-1] if found else None, final_metrics=_plain(result.metrics),
                   checkpoint=result.checkpoint.path if result.checkpoint else None)
     return counts

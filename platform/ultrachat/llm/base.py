@@ -26,6 +26,11 @@ class ChatError(RuntimeError):
         self.reason = reason
 
 
+class BackendDeadError(RuntimeError):
+    """The backend itself is gone (the vLLM engine process died): no request can succeed on it any more.
+    Not a per-request failure: the actor holding it exits so that Ray restarts it with a fresh one."""
+
+
 class PromptTooLongError(ChatError):
     def __init__(self, message: str):
         super().__init__("prompt_too_long", message)

@@ -11,15 +11,29 @@ import yaml
 from ultrachat.models.tiny import corpus_dialogues
 
 REPO = Path(__file__).resolve().parents[2]
-FAULT_ENV = "ULTRACHAT_TRAIN_KILL_WORKER_AT_STEP"
+
+
+def start_train(config: Path, *overrides, env_extra=None) -> subprocess.Popen:
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.Popen([sys.executable, str(REPO / "jobs" / "train.py"), "--config", str(config), *overrides],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish_train(process: subprocess.Popen, timeout=900):
+    """(exit code, the JSON summary or None, stderr)."""
+    stdout, stderr = process.communicate(timeout=timeout)
+    lines = stdout.strip().splitlines()
+    return process.returncode, (json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None), stderr
 
 
 def run_train(config: Path, *overrides, env_extra=None, timeout=900):
-    env = {**os.environ, **(env_extra or {})}
-    done = subprocess.run([sys.executable, str(REPO / "jobs" / "train.py"), "--config", str(config), *overrides],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    lines = [line for line in done.stdout.strip().splitlines() if line.startswith("{")]
-    return done.returncode, (json.loads(lines[-1]) if lines else None), done.stderr
+    return finish_train(start_train(config, *overrides, env_extra=env_extra), timeout)
+
+
+def logged_steps(out: Path) -> int:
+    """How many metric lines the run has logged so far."""
+    path = out / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.is_file() else 0
 
 
 def write_data(path: Path, count: int = 60) -> Path:

@@ -2,7 +2,8 @@
 
 Runs inside each replica before the engine starts. A URI source (s3://, gs://, file://) is copied
 once per node into the model cache, under a name derived from the URI, through a staging folder
-renamed into place, so concurrent replicas never load half a copy.
+renamed into place, so concurrent replicas never load half a copy. A training export is read where
+it is complete right now (its CURRENT version on an object store; training/export.py).
 """
 
 from __future__ import annotations
@@ -20,32 +21,37 @@ from ultrachat.config.serving import REMOTE_MODEL_SCHEMES
 from ultrachat.errors import ModelSourceError
 from ultrachat.models.chat_template import ULTRACHAT_CHAT_TEMPLATE
 from ultrachat.models.source import resolve_model, tiny_cache_dir
+from ultrachat.training.export import resolve_export
 
 logger = logging.getLogger(__name__)
 
 
 def local_model_dir(source: str, key: str) -> str:
     """A local dir or hub id vLLM can load; ``key`` names the config entry in errors."""
+    try:
+        current = resolve_export(source)  # a hub id or tiny: ref names no dir: it stays as it is
+    except ModelSourceError as err:
+        raise ModelSourceError(f"{key}: {err}") from None
     if not source.startswith(REMOTE_MODEL_SCHEMES):
-        return resolve_model(source, key)
+        return resolve_model(current, key)
     from pyarrow import fs
 
-    filesystem, inner = storage.filesystem_for(source)
+    filesystem, inner = storage.filesystem_for(current)
     config = filesystem.get_file_info(storage.join(inner, "config.json"))
     if config.type != fs.FileType.File:
         raise ModelSourceError(f"{key}: {source} holds no config.json; point it at a model dir such as a "
                                f"training run's export/ folder")
-    # A re-export to the same URI rewrites config.json last (training/export.py): its time and size
-    # in the name make a new copy instead of serving the stale one.
-    version = f"{source}\n{config.mtime_ns}\n{config.size}"
+    # Each export is a new version dir (its name in ``current``); a plain model dir re-uploaded in place
+    # changes config.json's time and size. Either makes a new copy instead of serving the stale one.
+    version = f"{current}\n{config.mtime_ns}\n{config.size}"
     target = tiny_cache_dir().parent / "remote" / hashlib.sha256(version.encode()).hexdigest()[:16]
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{target}.lock"):
         if not (target / "config.json").is_file():
             staging = Path(f"{target}.incoming")
             shutil.rmtree(staging, ignore_errors=True)
-            logger.info("copying the model from %s to %s", source, target)
-            storage.download_dir(source, str(staging))
+            logger.info("copying the model from %s to %s", current, target)
+            storage.download_dir(current, str(staging))
             staging.rename(target)
     return str(target)
 

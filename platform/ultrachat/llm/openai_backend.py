@@ -21,8 +21,8 @@ import openai
 
 from ultrachat import observability
 from ultrachat.config.chat import OpenAIBackend, Sampling
-from ultrachat.generation.backends.base import ChatError, ChatResult
-from ultrachat.generation.backends.rate_limit import RateLimiter, backoff_delay
+from ultrachat.llm.base import ChatError, ChatResult
+from ultrachat.llm.rate_limit import RateLimiter, backoff_delay
 
 logger = logging.getLogger(__name__)
 

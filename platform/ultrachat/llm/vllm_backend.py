@@ -13,7 +13,8 @@ import logging
 import uuid
 
 from ultrachat.config.chat import Sampling, VllmBackend
-from ultrachat.generation.backends.base import ChatError, ChatResult, PromptTooLongError
+from ultrachat.llm.base import BackendDeadError, ChatError, ChatResult, PromptTooLongError
+from ultrachat.llm.vllm_cpu import seed_safe_engine_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -32,18 +33,13 @@ class _SharedEngine:
             max_model_len=config.max_model_len,
             tensor_parallel_size=config.tensor_parallel_size,
             **config.engine_kwargs,
+            **seed_safe_engine_kwargs(config.engine_kwargs, "chat.engine_kwargs"),
         )
         logger.info("starting vLLM engine for %s (dtype %s, max_model_len %d, tp %d)", model_path,
                     config.dtype, config.max_model_len, config.tensor_parallel_size)
         self.engine = AsyncLLM.from_engine_args(args)
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.users = 0
-        from vllm.platforms import current_platform
-
-        # vLLM 0.32's CPU backend kills the engine on per-request seeds ("RuntimeError: CPU Generator
-        # does not use offset" in _bookkeeping_sync); there only the engine-wide seed applies.
-        self.per_request_seeds = not current_platform.is_cpu()
-        self.warned_seed = False
 
 
 _ENGINES: dict[str, _SharedEngine] = {}
@@ -76,6 +72,7 @@ class VllmChatBackend:
     async def chat(self, messages: list[dict[str, str]], sampling: Sampling) -> ChatResult:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
+        from vllm.v1.engine.exceptions import EngineDeadError
 
         prompt_ids = self._prompt_ids(messages)
         room = self.config.max_model_len - len(prompt_ids)
@@ -83,15 +80,10 @@ class VllmChatBackend:
             raise PromptTooLongError(
                 f"prompt has {len(prompt_ids)} tokens; max_model_len of {self.model_name} is "
                 f"{self.config.max_model_len}")
-        seed = sampling.seed if self._shared.per_request_seeds else None
-        if sampling.seed is not None and seed is None and not self._shared.warned_seed:
-            self._shared.warned_seed = True
-            logger.warning("vLLM on CPU: per-turn sampling seeds are ignored (they crash vLLM 0.32's CPU "
-                           "engine); this run is not reproducible turn by turn")
         # FINAL_ONLY: the loop is woken once per turn, not once per generated token.
         params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
                                 max_tokens=min(sampling.max_tokens, room),
-                                seed=seed,
+                                seed=sampling.seed,
                                 output_kind=RequestOutputKind.FINAL_ONLY)
         final = None
         try:
@@ -100,6 +92,8 @@ class VllmChatBackend:
                 final = output
         except asyncio.CancelledError:
             raise
+        except EngineDeadError as err:
+            raise BackendDeadError(f"{self.model_name}: the vLLM engine died: {err}") from err
         except Exception as err:
             raise ChatError("engine_error", f"{self.model_name}: vLLM engine error: {err}") from err
         completion = final.outputs[0]

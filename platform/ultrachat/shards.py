@@ -19,7 +19,6 @@ import pyarrow.parquet as pq
 from ray.data import Datasink
 from ray.data.block import BlockAccessor
 
-from ultrachat.generation.records import DIALOGUE_SCHEMA
 from ultrachat.storage import filesystem_for, join
 
 logger = logging.getLogger(__name__)
@@ -60,12 +59,7 @@ class ShardSink(Datasink):
         _write_atomic(filesystem, posixpath.join(root, name), table)
 
 
-class DialogueSink(ShardSink):
-    def __init__(self, out_dir: str):
-        super().__init__(out_dir, DIALOGUE_SCHEMA)
-
-
-def read_column(out_dir: str, columns: list[str], schema: pa.Schema = DIALOGUE_SCHEMA) -> pa.Table:
+def read_column(out_dir: str, columns: list[str], schema: pa.Schema) -> pa.Table:
     """Only ``columns`` of every finished shard (cheap: Parquet reads just those columns)."""
     import pyarrow.dataset as ds
 
@@ -77,8 +71,7 @@ def read_column(out_dir: str, columns: list[str], schema: pa.Schema = DIALOGUE_S
     return dataset.to_table(columns=columns)
 
 
-def drop_superseded_failures(out_dir: str, retried: set[str], schema: pa.Schema = DIALOGUE_SCHEMA,
-                             key: str = "id") -> int:
+def drop_superseded_failures(out_dir: str, retried: set[str], schema: pa.Schema, key: str = "id") -> int:
     """Keep one record per retried key: its newest success, else its newest failure; drop the other
     ``failed:*`` rows.
 

@@ -14,7 +14,7 @@ from typing import Iterator
 import pytest
 import yaml
 
-from ultrachat import kuberay
+import kuberay_schema as kuberay
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXCLUDED_DIRS = {".venv", "venv", ".git", "outputs", "node_modules", "__pycache__"}

@@ -44,3 +44,44 @@ def run_job_locally(args: list[str], ray_tmp: str, env_extra: dict | None = None
     lines = stdout.strip().splitlines()
     summary = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None
     return proc.returncode, summary, stdout, stderr
+
+
+def processes_matching(text: str) -> list[psutil.Process]:
+    """Live processes whose command line (or Ray's process title) contains ``text``."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if text in " ".join(proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+def kill_from_outside(text: str, children_only: str | None = None) -> list[int]:
+    """SIGKILL the processes matching ``text``, as the OS's OOM killer or a crash would end them; with
+    ``children_only``, only those descended from a process matching that. Returns the pids killed."""
+    targets = processes_matching(text)
+    if children_only is not None:
+        parents = processes_matching(children_only)
+        descendants = {child.pid for parent in parents for child in parent.children(recursive=True)}
+        targets = [proc for proc in targets if proc.pid in descendants]
+    killed = []
+    for proc in targets:
+        try:
+            proc.kill()
+            killed.append(proc.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return killed
+
+
+def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 600, interval: float = 0.2) -> None:
+    """Poll ``condition()`` until true while ``process`` still runs."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if process.poll() is not None:
+            pytest.fail(f"the job ended before {what}:\n{process.communicate()[1][-4000:]}")
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
