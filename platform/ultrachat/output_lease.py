@@ -5,7 +5,9 @@ dir. s3://: conditional PUTs (``If-None-Match: *`` creates, ``If-Match: <etag>``
 the store picks one winner; release checks the ETag, then deletes (not every S3-compatible store has
 conditional deletes). Other schemes (gs://, ...): best effort, NOT atomic: create if absent, read back.
 Live while renewed_at + expiry_s lies ahead (renewed every expiry_s/4); an expired lease, or on local
-disks one whose holder on this host is gone, is taken over with a warning. Keep expiry_s >> clock skew.
+disks one whose holder on this host is gone, is taken over with a warning. A held lease is watched
+for up to wait_s: a renewal means a live run (refused), expiry means a killed driver (taken over).
+Keep expiry_s >> clock skew.
 """
 
 from __future__ import annotations
@@ -137,11 +139,14 @@ class _Lease:
         self.store = _S3Store(output_dir) if output_dir.startswith("s3://") else _FileStore(output_dir)
         self.record = {"owner": uuid.uuid4().hex, "job": job, "host": socket.gethostname(), "pid": os.getpid(),
                        "started_at": _iso(time.time()), "renewed_at": _iso(time.time()), "expiry_s": expiry_s}
+        self.poll_s = min(5.0, expiry_s / 8)  # sees a live holder's renewal (every expiry_s/4) in time
 
     def _write(self, token) -> bool:
         return self.store.write(json.dumps(self.record, indent=1).encode(), token) is not None
 
-    def acquire(self) -> None:
+    def acquire(self, wait_s: float) -> None:
+        give_up = time.monotonic() + wait_s
+        first_seen = None  # the holder's renewed_at when we first looked: a change means it is alive
         while True:  # each pass decides, unless another driver changed the file meanwhile
             current = self.store.read()
             if current is None:
@@ -151,6 +156,17 @@ class _Lease:
             holder, expires = _holder(current[0])
             reason = _stale_reason(holder, expires, getattr(self.store, "local", None) is not None)
             if reason is None:
+                renewal = (holder.get("owner"), holder.get("renewed_at"))
+                left = give_up - time.monotonic()
+                if first_seen is None:
+                    first_seen = renewal
+                    if left > 0:
+                        logger.warning("%s is held by job %r (pid %s on %s); watching it for up to %.0f s: a "
+                                       "holder that renews is alive, one that expires is taken over", self.path,
+                                       holder["job"], holder["pid"], holder["host"], left)
+                if renewal == first_seen and left > 0:
+                    time.sleep(min(left, max(expires - time.time(), 0) + 0.05, self.poll_s))
+                    continue
                 raise OutputDirBusy(
                     f"{self.path} is held by another run: job {holder['job']!r} on host {holder['host']} "
                     f"(pid {holder['pid']}), running since {holder['started_at']}. Fix: wait for it to finish or "
@@ -184,7 +200,7 @@ def hold_output_dir(output_dir: str, job: str, settings: LeaseSettings) -> Itera
         yield
         return
     lease = _Lease(output_dir, job, settings.expiry_s)
-    lease.acquire()
+    lease.acquire(settings.wait_s)
     stop = threading.Event()
     renewer = threading.Thread(target=lease.renew_until, args=(stop, settings.expiry_s / 4), daemon=True)
     renewer.start()

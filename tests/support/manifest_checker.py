@@ -272,9 +272,9 @@ class ManifestChecker:
                 problems.add(f"{field}.{key}", f"not a Ray runtime_env field{hint}")
         for name, value in (env.get("env_vars") or {}).items():
             if SECRET_NAME.search(str(name)):
-                problems.add(f"{field}.env_vars.{name}", f"a credential written inline (the RayJob is readable "
-                                                         f"by anyone who can get it); set it in the pods' env "
-                                                         f"from a Secret")
+                problems.add(f"{field}.env_vars.{name}", "a credential written inline (the RayJob is readable "
+                                                         "by anyone who can get it); set it in the pods' env "
+                                                         "from a Secret")
         working_dir = env.get("working_dir")
         if working_dir != self.image.workdir:
             given = "not set" if working_dir is None else repr(working_dir)

@@ -18,7 +18,7 @@ from ultrachat.config.base import LeaseSettings
 from ultrachat.errors import OutputDirBusy
 from ultrachat.output_lease import LEASE_FILE, _FileStore, _Lease, _S3Store, hold_output_dir
 
-SETTINGS = LeaseSettings()
+SETTINGS = LeaseSettings(wait_s=0)  # refuse at first sight; the waiting has its own tests
 
 
 def _lease_record(output_dir: str) -> dict:
@@ -120,6 +120,27 @@ def test_a_dead_holder_on_this_host_is_taken_over(out, caplog):
     assert f"pid {pid} on this host, is gone" in caplog.text
 
 
+def test_a_killed_drivers_lease_is_waited_out_and_taken_over(out, caplog):
+    """A RayJob retry on a new pod finds the lease of the killed driver: it waits for it to expire."""
+    _foreign_lease(out, host="elsewhere", pid=1, age_s=0, expiry_s=0.6)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="ultrachat.output_lease"):
+        with hold_output_dir(out, "train", LeaseSettings(wait_s=10)):
+            assert _lease_record(out)["job"] == "train"
+    assert 0.4 < time.monotonic() - started < 5
+    assert "watching it for up to" in caplog.text and "took over" in caplog.text and "expired" in caplog.text
+
+
+def test_a_live_holder_is_refused_at_its_next_renewal_not_after_the_wait(out):
+    with hold_output_dir(out, "serve", LeaseSettings(expiry_s=0.8)):  # renews every 0.2 s
+        started = time.monotonic()
+        with pytest.raises(OutputDirBusy, match="job 'serve'"):
+            with hold_output_dir(out, "train", LeaseSettings(expiry_s=0.8, wait_s=30)):
+                pass
+        assert time.monotonic() - started < 5
+        assert _lease_record(out)["job"] == "serve"
+
+
 def test_a_damaged_lease_file_is_taken_over(out):
     storage.write_text(storage.join(out, LEASE_FILE), '{"owner": "half-writ')
     with hold_output_dir(out, "train", SETTINGS):
@@ -158,7 +179,7 @@ def _race(output_dir: str, takers: int) -> list[str]:
     def take(lease):
         barrier.wait()
         try:
-            lease.acquire()
+            lease.acquire(wait_s=0)
             results.append("won")
         except OutputDirBusy:
             results.append("refused")

@@ -23,9 +23,9 @@ def _check_env_var_name(value: str) -> str:
     # A config names the variable that holds a secret; the secret itself never enters a file or log.
     if not _ENV_VAR.match(value):
         raise ValueError(
-            f"expected the NAME of an environment variable (letters, digits, _), got a value that "
-            f"looks like a secret or a typo. Secrets never go in config files: export the key as "
-            f"e.g. OPENAI_API_KEY and write that name here"
+            "expected the NAME of an environment variable (letters, digits, _), got a value that "
+            "looks like a secret or a typo. Secrets never go in config files: export the key as "
+            "e.g. OPENAI_API_KEY and write that name here"
         )
     return value
 
@@ -74,4 +74,8 @@ class LeaseSettings(Section):
     # Seconds without a renewal (every expiry_s/4) after which another run may take the lease over;
     # keep it well above the clock skew between hosts and the longest pause of the driver.
     expiry_s: float = Field(default=120, gt=0)
+    # How long a new run watches a held lease before refusing: one left by a killed driver (a RayJob
+    # retry on a new pod) expires within expiry_s and is taken over; a live holder's next renewal
+    # (within expiry_s/4) refuses the new run at once. 0 refuses at first sight.
+    wait_s: float = Field(default=150, ge=0)
     enabled: bool = True
