@@ -1,11 +1,11 @@
-"""Cost and scale plan for UltraChat at the paper's scale (issue #7, item 6). Standard library only.
+"""Cost and scale plan for UltraChat at the paper's scale. Standard library only.
 
     python bench/cost_plan.py                                   # 8x H100, 8B user sim, 70B assistant
     python bench/cost_plan.py --gpus 16 --gpu-hour-usd 2.5 --kept-fraction 0.85 --prefix-cache-hit 0
 
 Every input below is a named constant labelled PAPER (../shared/ultrachat-reference.md), OURS (configs,
 prompts), MEASURED (docs/benchmarks.md, the generate job's dry run) or ASSUMPTION (cannot be measured on
-the 2-core CPU machine). docs/design.md ("Cost and scale plan") explains the output. Prints Markdown.
+the 2-core CPU machine). docs/operations.md ("Cost and scale plan") explains the output. Prints Markdown.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Generation benchmark (issue #3): the real generate job, measured side by side with its ideal.
+"""Generation benchmark: the real generate job, measured side by side with its ideal.
 
 Run from the repo root (the full run is heavy: run it on an idle machine)::
 
@@ -79,7 +79,11 @@ def main(spec_path, result_path):
     from vllm import LLM, SamplingParams
 
     started = time.monotonic()
-    llm = LLM(model=spec["model"], dtype=spec["dtype"], max_model_len=spec["max_model_len"], seed=spec["seed"])
+    from ultrachat.llm.vllm_cpu import seed_safe_engine_kwargs
+
+    # The engine settings the pipeline's backend uses (on CPU: chunked prefill off, for seeds).
+    llm = LLM(model=spec["model"], dtype=spec["dtype"], max_model_len=spec["max_model_len"], seed=spec["seed"],
+              **seed_safe_engine_kwargs({}, "raw"))
     startup_s = time.monotonic() - started
     tokenizer = llm.get_tokenizer()
     special = set(getattr(tokenizer, "all_special_ids", []) or [])

@@ -1,4 +1,4 @@
-"""Serving benchmark (issue #6): our Serve app vs ray.serve.llm vs a bare vLLM OpenAI server.
+"""Serving benchmark: our Serve app vs ray.serve.llm vs a bare vLLM OpenAI server.
 
 Run from the repo root on an idle machine::
 

@@ -1,4 +1,4 @@
-"""Training benchmark (issue #5): the real train job side by side with a plain PyTorch loop.
+"""Training benchmark: the real train job side by side with a plain PyTorch loop.
 
 Run from the repo root on an idle machine::
 

@@ -43,7 +43,10 @@ def failure_reason(err: BaseException, limit: int = 1500) -> str:
         err = inner
     text = " ".join(str(err).split()) or type(err).__name__
     line = f"{type(err).__name__}: {text}"
-    return line if len(line) <= limit else line[:limit - 3] + "..."
+    if len(line) <= limit:
+        return line
+    head = limit * 2 // 3  # our messages end with their fix: keep the end, cut the middle
+    return f"{line[:head]} ... {line[-(limit - head - 5):]}"
 
 
 def _unwrapped(err: BaseException) -> BaseException | None:

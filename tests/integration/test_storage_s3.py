@@ -139,8 +139,11 @@ def test_train_from_s3_checkpoints_and_exports_to_s3(s3, trained, ray_tmp):
     assert steps and steps[-1] == f"step_{counts['total_steps']:07d}" and len(steps) <= 2
     assert any(f.startswith(f"checkpoints/{steps[-1]}/deepspeed/") for f in files)
     assert f"checkpoints/{steps[-1]}/trainer_state.json" in files
-    assert {"run_signature.json", "export/config.json", "export/model.safetensors", "export/ultrachat_export.json",
-            "export/tokenizer.json"} <= set(files)
+    # On an object store the export is a version plus the pointer written last (training/export.py).
+    version = json.loads(s3["fs"].open_input_stream(f"{BUCKET}/runs/train/export/CURRENT").read())["version"]
+    assert {"run_signature.json", *(f"export/versions/{version}/{name}" for name in (
+        "config.json", "model.safetensors", "ultrachat_export.json", "tokenizer.json"))} <= set(files)
+    assert not any(f.startswith("export/") and f.split("/")[1] not in ("CURRENT", "versions") for f in files)
     assert any(f.startswith("prepared/") for f in files)
     # metrics.jsonl is rewritten whole at each interval (an object store cannot append): one line per interval.
     metrics = [json.loads(line) for line in s3["fs"].open_input_stream(f"{BUCKET}/runs/train/metrics.jsonl")

@@ -65,6 +65,17 @@ def test_good_config_loads_with_defaults(tmp_path):
     assert config.ray.namespace == "ultrachat" and config.log_level == "INFO"
 
 
+def test_the_actors_get_the_generate_stage_settings_without_the_job_level_ones(tmp_path):
+    from ultrachat.config.generation import GenerateStage
+    from ultrachat.generation.run import _stage
+
+    config = load_config("generate", write(tmp_path, GOOD.format(out=tmp_path / "o")), ["lease.expiry_s=60"])
+    stage_json = _stage(config, {}, {}).handler_factory.stage_json
+    assert GenerateStage.model_validate_json(stage_json) == GenerateStage.model_validate(
+        config.model_dump(include=set(GenerateStage.model_fields)))
+    assert '"lease"' not in stage_json and '"output_dir"' not in stage_json
+
+
 def test_overrides_parse_yaml_values_and_apply(tmp_path):
     assert parse_override("a.b=3") == (("a", "b"), 3)
     assert parse_override("a.0.c=true") == (("a", 0, "c"), True)

@@ -15,7 +15,7 @@ class Sampling(Section):
     top_p: float = Field(default=0.95, gt=0, le=1)
     max_tokens: int = Field(default=512, ge=1)
     # Set: every turn gets a seed derived from it, so a run can be reproduced. Costs speed on vLLM,
-    # which samples seeded requests one by one.
+    # which samples seeded requests one by one (on CPU, chunked prefill is off: llm/vllm_cpu.py).
     seed: int | None = None
 
 

@@ -1,4 +1,4 @@
-"""Config of the end-to-end pipeline (issue #7): the three stage sections, wired to each other.
+"""Config of the end-to-end pipeline: the three stage sections, wired to each other.
 
 Each section is the stage's own schema with the links filled in by the pipeline: training reads
 the generate stage's dialogues unless ``train.data.paths`` names other data, and a served model

@@ -1,4 +1,4 @@
-"""Config of serving (issue #6): which models, on what resources, behind which HTTP guard.
+"""Config of serving: which models, on what resources, behind which HTTP guard.
 
 One ``ServedModel`` becomes one Ray Serve deployment running a vLLM engine and vLLM's own OpenAI
 layer in-process (see serving/model_server.py). With several models a router in front sends each

@@ -1,4 +1,4 @@
-"""Config of fine-tuning (issue #5): data, tokenization, the DeepSpeed engine, schedule, checkpoints.
+"""Config of fine-tuning: data, tokenization, the DeepSpeed engine, schedule, checkpoints.
 
 Defaults are the UltraLLaMA recipe (../shared/ultrachat-reference.md section 4): 2048 tokens, global
 batch 512, AdamW lr 1e-5, cosine decay with 3% warmup, 3 epochs, grad clip 1.0. The global batch is

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import ray
 
 from ultrachat import storage
-from ultrachat.config.generation import OpeningsInput
+from ultrachat.config.generation import GenerateStage, OpeningsInput
 from ultrachat.config.schema import GenerateConfig
 from ultrachat.errors import InputError, PartialFailure
 from ultrachat.generation.openings import read_openings
@@ -88,8 +88,8 @@ def run_dialogues(config: GenerateConfig, openings_config: OpeningsInput, secret
 
 
 def _stage(config: GenerateConfig, resolved: dict[str, str], secrets: dict[str, str]) -> PoolStage:
-    stage_json = config.model_dump_json(include=set(type(config).model_fields) - {"output_dir", "run_name",
-                                                                                   "log_level", "ray"})
+    # Only the stage's own settings travel to the actors (no job-level ones: output dir, Ray, lease).
+    stage_json = config.model_dump_json(include=set(GenerateStage.model_fields))
     pool = config.actors
     return PoolStage(
         worker=DialogueWorker, handler_factory=DialogueHandlerFactory(stage_json, resolved), key="id",

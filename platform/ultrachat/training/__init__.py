@@ -1,1 +1,1 @@
-"""Fine-tuning UltraLLaMA (issue #5): dialogue data -> assistant-only-loss examples -> Ray Train + DeepSpeed."""
+"""Fine-tuning UltraLLaMA: dialogue data -> assistant-only-loss examples -> Ray Train + DeepSpeed."""

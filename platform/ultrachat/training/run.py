@@ -95,7 +95,7 @@ def run_train(config: TrainConfig) -> dict:
     except TrainingFailedError as err:
         # Ray Train 2.60 (Train V2) raises once its restarts are used up; one line names the worker's error.
         raise RuntimeError(f"training failed after {config.max_failures} restart(s) (max_failures): "
-                           f"{failure_reason(err)}. Fix the cause and re-run the same command: it resumes from "
+                           f"{failure_reason(err, limit=600)}. Fix the cause and re-run the same command: it resumes from "
                            f"the latest checkpoint") from err
     counts.update(resumed_from=found[-1] if found else None, final_metrics=_plain(result.metrics),
                   checkpoint=result.checkpoint.path if result.checkpoint else None)
