@@ -98,8 +98,8 @@ class PoisonHandler:
 
 
 def test_a_batch_that_keeps_killing_its_actor_is_recorded_as_failed(ray_address, tmp_path):
-    import cloudpickle
     import ray
+    from ray import cloudpickle  # Ray's own copy pickles the UDF: register with it
 
     from ultrachat.config.base import FailurePolicy, PoolResources
     from ultrachat.shards import ShardSink, read_column
