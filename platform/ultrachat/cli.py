@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from ultrachat.config import JOB_SCHEMAS
@@ -55,7 +54,7 @@ def _run_job(args) -> int:
     summary, code = run_job(args.command, args.config, args.overrides)
     # run_job disconnected from Ray first: Ray forwards its processes' output to ours until then, and
     # the summary must stay the last line. (Apps deployed with detach live on in the cluster.)
-    _emit(asdict(summary))
+    _emit(vars(summary))  # shallow: counts may nest Counters, which asdict would rebuild wrongly
     return code
 
 

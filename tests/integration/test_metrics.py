@@ -17,14 +17,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
+from generate_runs import REPO, openai_config
 from ultrachat.devtools.fake_openai import FakeBehavior, FakeOpenAIServer
 from ultrachat.observability import API_RETRIES, API_WAIT_SECONDS, DIALOGUES, LLM_TOKENS, TRAIN_LOSS, \
     TRAIN_TOKENS, TRAIN_TOKENS_PER_SECOND
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO / "platform" / "ultrachat" / "data" / "sample_openings.jsonl"
 GEN_RUN = "metrics-gen"
 TRAIN_RUN = "test-train"  # the `trained` fixture's run_name (training_runs.train_config)
 
@@ -66,21 +64,8 @@ def dashboard_json(dashboard: str, path: str):
 
 
 def generate_config(tmp_path: Path, server) -> Path:
-    chat = {"backend": "openai", "base_url": server.base_url, "model": "fake-chat", "api_key_env": "UC_FAKE_KEY",
-            "max_retries": 3, "backoff_initial_s": 0.05, "backoff_max_s": 0.2, "timeout_s": 10,
-            # Shared by both roles in an actor: concurrent dialogues must queue for it.
-            "requests_per_minute": 1200}
-    config = {
-        "output_dir": str(tmp_path / "out"), "run_name": GEN_RUN,
-        "openings": {"path": str(SAMPLE), "limit": 12},
-        "user": {"chat": chat, "sampling": {"max_tokens": 30}},
-        "assistant": {"chat": chat, "sampling": {"max_tokens": 60}},
-        "rounds": {"I": {"min": 2, "max": 3}, "II": {"min": 2, "max": 2}, "III": {"min": 2, "max": 2}},
-        "actors": {"min_actors": 1, "max_actors": 1, "num_cpus": 0.5, "dialogues_per_batch": 4},
-    }
-    path = tmp_path / "generate.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    # The rate limit is shared by both roles in an actor: concurrent dialogues must queue for it.
+    return openai_config(tmp_path, server, limit=12, chat_extra={"requests_per_minute": 1200}, run_name=GEN_RUN)
 
 
 @pytest.fixture(scope="module")

@@ -206,7 +206,7 @@ def test_api_keys(server):
 
 def test_64_streams_from_another_process_complete_or_are_refused(server, client):
     started = time.monotonic()
-    done = subprocess.run([sys.executable, str(Path(__file__).with_name("serving_client.py")), server["base_url"],
+    done = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "support" / "serving_client.py"), server["base_url"],
                            KEYS[0], MODEL, "64", "24"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])

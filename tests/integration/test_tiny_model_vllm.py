@@ -15,7 +15,6 @@ def main():
     chats = [[{"role": "user", "content": "How can I start running?"}],
              [{"role": "user", "content": "Write a short poem about the sea."}]]
     outputs = llm.chat(chats, params)
-    # vLLM logs to stdout too (also at shutdown): the result goes to a file.
     with open(sys.argv[2], "w") as out:
         json.dump([{"text": o.outputs[0].text, "ids": list(o.outputs[0].token_ids),
                        "prompt_ids": list(o.prompt_token_ids)} for o in outputs], out)
@@ -25,16 +24,21 @@ if __name__ == "__main__":
 """
 
 
+def run_script(source: str, model_dir, tmp_path):
+    """Runs ``source`` with (model dir, result file) in its own process (vLLM's engine lives and dies with
+    it); returns the JSON it wrote. vLLM logs to stdout too (also at shutdown): results go to a file."""
+    script, result_file = tmp_path / "script.py", tmp_path / "result.json"
+    script.write_text(source)
+    result = subprocess.run([sys.executable, str(script), str(model_dir), str(result_file)], capture_output=True,
+                            text=True, timeout=600, env=os.environ.copy())
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result_file.read_text())
+
+
 def test_vllm_cpu_engine_generates_from_the_small_model(small_model_dir, tmp_path):
     from transformers import AutoTokenizer
 
-    script = tmp_path / "generate.py"
-    script.write_text(SCRIPT)
-    result_file = tmp_path / "outputs.json"
-    result = subprocess.run([sys.executable, str(script), str(small_model_dir), str(result_file)], capture_output=True,
-                            text=True, timeout=600, env=os.environ.copy())
-    assert result.returncode == 0, result.stderr[-4000:]
-    outputs = json.loads(result_file.read_text())
+    outputs = run_script(SCRIPT, small_model_dir, tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(small_model_dir)
     expected_prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": "How can I start running?"}], tokenize=True, add_generation_prompt=True,
@@ -72,13 +76,7 @@ if __name__ == "__main__":  # vLLM spawns its engine process, which re-imports t
 
 def test_seeded_turns_reproduce_on_the_cpu_engine_alone_and_in_a_batch(small_model_dir, tmp_path):
     """The generation backend passes per-turn seeds to vLLM's CPU engine (see ultrachat/llm/vllm_cpu.py)."""
-    script = tmp_path / "seeded.py"
-    script.write_text(SEEDED)
-    result_file = tmp_path / "seeded.json"
-    result = subprocess.run([sys.executable, str(script), str(small_model_dir), str(result_file)], capture_output=True,
-                            text=True, timeout=600, env=os.environ.copy())
-    assert result.returncode == 0, result.stderr[-4000:]
-    got = json.loads(result_file.read_text())
+    got = run_script(SEEDED, small_model_dir, tmp_path)
     assert got["alone"][0] == got["alone"][1] != got["alone"][2]
     assert got["again"] == [got["burst"][0], got["burst"][7]]
     assert len(set(got["burst"])) == 8

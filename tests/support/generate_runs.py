@@ -35,12 +35,13 @@ def read_dialogues(out_dir: Path) -> pd.DataFrame:
     return pd.read_parquet(out_dir / "dialogues")
 
 
-def openai_config(tmp_path, server, openings=SAMPLE, **extra) -> Path:
+def openai_config(tmp_path, server, openings=SAMPLE, limit=None, chat_extra=None, **extra) -> Path:
+    """A generate config with both roles on the fake API ``server``; ``extra``: top-level keys."""
     chat = {"backend": "openai", "base_url": server.base_url, "model": "fake-chat", "api_key_env": "UC_FAKE_KEY",
-            "max_retries": 3, "backoff_initial_s": 0.05, "backoff_max_s": 0.2, "timeout_s": 10}
+            "max_retries": 3, "backoff_initial_s": 0.05, "backoff_max_s": 0.2, "timeout_s": 10, **(chat_extra or {})}
     config = {
         "output_dir": str(tmp_path / "out"),
-        "openings": {"path": str(openings)},
+        "openings": {"path": str(openings), **({"limit": limit} if limit else {})},
         "user": {"chat": chat, "sampling": {"max_tokens": 30}},
         "assistant": {"chat": chat, "sampling": {"max_tokens": 60}},
         "rounds": {"I": {"min": 2, "max": 3}, "II": {"min": 2, "max": 2}, "III": {"min": 2, "max": 2}},

@@ -57,7 +57,8 @@ class FailurePolicy(Section):
     # failed, and fail a run that ends above it: a RayJob's backoffLimit then re-runs it, and the
     # re-run retries the failures (retry_failed).
     max_failed_fraction: float = Field(default=0.05, ge=0, le=1)
-    # The fraction is judged once this many items have finished (or all of them, if fewer).
+    # The fraction is judged once this many items have finished; a smaller stage fails only if all
+    # of its items failed (one bad reply in 3 calls is noise, not a broken endpoint).
     min_finished: int = Field(default=20, ge=1)
     # Failures caused by the input itself, which no retry fixes: kept as failed records, not counted.
     exempt_reasons: list[str] = ["prompt_too_long"]

@@ -27,7 +27,7 @@ from ultrachat.ids import source_order
 from ultrachat.inputs import keep_rows
 from ultrachat.models.source import resolve_model
 from ultrachat.observability import dataset_name, named, run_label
-from ultrachat.shards import ShardSink, drop_superseded_failures, read_column
+from ultrachat.shards import ShardSink, drop_superseded_failures, read_column, shard_paths
 from ultrachat.stages.pool import PoolStage, check_failures, run_pool_stage
 
 logger = logging.getLogger(__name__)
@@ -148,5 +148,6 @@ def _export_jsonl(out_dir: str, jsonl_dir: str, name: str) -> str:
     """All records as JSON lines (HF ``datasets`` / pandas ``read_json(lines=True)`` load it as is)."""
     filesystem, path = storage.filesystem_for(jsonl_dir)
     filesystem.delete_dir_contents(path, missing_dir_ok=True)  # rewritten whole: always matches the shards
-    named(ray.data.read_parquet(out_dir), name).write_json(jsonl_dir)
+    if shard_paths(out_dir):  # none yet when failures stopped the very first batches
+        named(ray.data.read_parquet(out_dir), name).write_json(jsonl_dir)
     return jsonl_dir

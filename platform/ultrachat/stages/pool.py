@@ -205,7 +205,9 @@ def check_failures(statuses: Counter, finished: int, policy: FailurePolicy, unit
     """After a stage: fail it (``PartialFailure``) when more than the allowed share of its output failed.
     ``statuses``: full status -> count over the stage's output."""
     failed = counted_failures(statuses, policy)
-    if finished and failed > policy.max_failed_fraction * finished:
+    # Judged as the tracker judges a running stage: once min_finished are done, or when all failed.
+    judged = finished >= policy.min_finished or failed == finished
+    if finished and judged and failed > policy.max_failed_fraction * finished:
         raise PartialFailure(f"{failed} of {finished} {unit} in {where} failed, more than "
                              f"failures.max_failed_fraction={policy.max_failed_fraction:g} allows. Fix the cause (see the records' "
                              f"'error' column) and re-run: the failures are retried", counts)

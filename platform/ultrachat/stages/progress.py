@@ -46,7 +46,8 @@ class StageTracker:
         self.counts.update(counts)
         self.last_error = last_error or self.last_error
         done, failed = self.counts["done"], self.counts["failed_counted"]
-        judged = done >= min(self.policy.min_finished, self.total)
+        # Enough finished to judge, or a whole (small) stage in which everything failed.
+        judged = done >= self.policy.min_finished or (done >= self.total and failed == done)
         if self.stop_reason is None and judged and failed > self.policy.max_failed_fraction * done:
             self.stop_reason = (f"{failed} of {done} {self.unit} finished so far failed, more than failures."
                                 f"max_failed_fraction={self.policy.max_failed_fraction:g} allows"

@@ -47,7 +47,7 @@ def run_train(config: TrainConfig) -> dict:
                             builders=max(1, int(ray.cluster_resources().get("CPU", 1)) - 1))
     plan = schedule(config, prepared.train_rows)
     export_dir = storage.join(output_dir, EXPORT_DIR)
-    counts = {"data": prepared.counts, "train_rows": prepared.train_rows, "eval_rows": prepared.eval_rows,
+    counts = {"data": dict(prepared.counts), "train_rows": prepared.train_rows, "eval_rows": prepared.eval_rows,
               "total_steps": plan.total_steps, "export_dir": export_dir}
     _check_room_for_data(config, ray.cluster_resources())
     found = checkpoints.check_resumable(output_dir, checkpoints.run_signature(config, model_dir))
