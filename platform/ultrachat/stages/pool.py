@@ -8,8 +8,9 @@ shard, so a kill loses at most the batches in flight.
 
 Failure semantics (docs/design.md "Failures"):
 - a row's own failure (an API error after its retries, an unparseable reply) is a ``failed:<reason>``
-  record; once more than ``failures.max_failed_fraction`` of finished rows failed, the actors refuse
-  new batches and the stage ends with ``PartialFailure`` (nonzero exit; a re-run retries them);
+  record; once more than ``failures.max_failed_fraction`` of finished rows failed, the actors pass
+  new batches through without calls (finished ones still reach the sink) and the stage ends with
+  ``PartialFailure`` (nonzero exit; a re-run retries the failures and does the rest);
 - a dead backend (``BackendDeadError``: the vLLM engine died) kills the actor, so Ray restarts it with
   a fresh engine (at most ``max_actor_restarts`` times) and runs its batches again;
 - a batch that was in flight each time its actor died is run at most ``max_batch_attempts`` times,
@@ -58,10 +59,6 @@ class RowHandler(Protocol):
     def close(self) -> None: ...
 
 
-class StageStopped(RuntimeError):
-    """Raised by an actor for a batch that arrives after failures stopped the stage."""
-
-
 def batch_key(keys: list[str]) -> str:
     """The same for the same rows, whichever actor gets them (also the shard's name)."""
     return hashlib.sha1("\n".join(sorted(keys)).encode()).hexdigest()[:20]
@@ -101,7 +98,9 @@ class PoolWorker:
         key = batch_key([r[self.key] for r in rows])
         state = await self.tracker.start_batch.remote(key)
         if state["stop"]:
-            raise StageStopped(state["stop"])
+            # Failures stopped the stage: the rest of the input drains through without a call. Raising
+            # instead would abort the dataset and drop finished batches still on their way to the sink.
+            return self.schema.empty_table()
         if self.handler is None:
             self.handler = self.handler_factory()  # here, on the actor's loop: vLLM binds to it
         if state["attempt"] > self.failures.max_batch_attempts:
@@ -188,13 +187,10 @@ def run_pool_stage(stage: PoolStage, rows, total: int, sink) -> Counter:
     logger.info("running %d %s on %d-%d actor(s)", total, stage.unit, pool.min_actors, pool.max_actors)
     try:
         with ProgressReporter(tracker, total, stage.describe):
-            try:
-                mapped.write_datasink(sink)
-            except Exception:
-                stop = ray.get(tracker.stopped.remote())
-                if stop:
-                    raise PartialFailure(f"stopped early: {stop}") from None
-                raise
+            mapped.write_datasink(sink)
+        stop = ray.get(tracker.stopped.remote())
+        if stop:
+            raise PartialFailure(f"stopped early: {stop}")
         return Counter(ray.get(tracker.snapshot.remote()))
     finally:
         ray.kill(tracker)
