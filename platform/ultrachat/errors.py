@@ -21,7 +21,6 @@ class ModelSourceError(ValueError):
     """A model reference that cannot be loaded (missing dir, not a Hugging Face model, offline hub id)."""
 
 
-
 class PartialFailure(RuntimeError):
     """A stage finished part of its work and stopped (or ended) with more failures than its config
     allows. What succeeded is kept; a re-run retries the rest. ``counts`` is what got done."""
