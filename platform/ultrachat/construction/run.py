@@ -32,7 +32,7 @@ from ultrachat.construction.worker import CallHandlerFactory, ConstructionWorker
 from ultrachat.errors import PartialFailure
 from ultrachat.inputs import keep_rows
 from ultrachat.shards import ShardSink, drop_superseded_failures, read_column, shard_paths
-from ultrachat.stages.pool import PoolStage, check_failures, run_pool_stage
+from ultrachat.stages.pool import PoolStage, check_failures, prior_counts, run_pool_stage
 
 logger = logging.getLogger(__name__)
 
@@ -105,11 +105,12 @@ def _run_wave(config, planner: CallPlanner, source, wave, calls_root: str, secre
     for batch in calls.select_columns(["call_id", "stage"]).iter_batches(batch_size=65536, batch_format="pyarrow"):
         for call_id, stage in zip(batch.column("call_id").to_pylist(), batch.column("stage").to_pylist()):
             ids_by_stage.setdefault(stage, []).append(call_id)
-    todo, retried, stale, report = set(), {}, {}, {}
+    todo, retried, stale, report, prior = set(), {}, {}, {}, Counter()
     for stage, ids in sorted(ids_by_stage.items()):
         status = stored_status(calls_root, stage)
         done = {i for i, s in status.items() if s == "ok" or not c.retry_failed}
         missing = {i for i in ids if i not in done}
+        prior.update(status[i] for i in set(ids) - missing)
         todo |= missing
         retried[stage] = {i for i in missing if i in status}
         # Failed rows an earlier run left beside a later success (killed before its clean-up) go too.
@@ -125,7 +126,8 @@ def _run_wave(config, planner: CallPlanner, source, wave, calls_root: str, secre
                                  batch_format="pyarrow")
         try:
             run_pool_stage(_stage(config, source.resolved_model, secrets, name), rows, len(todo),
-                           ShardSink(calls_root, RESULT_SCHEMA, key="call_id", partition_by="stage"))
+                           ShardSink(calls_root, RESULT_SCHEMA, key="call_id", partition_by="stage"),
+                           prior_counts(prior, config.failures))
         except PartialFailure as err:
             stopped = err
     statuses = {}

@@ -28,7 +28,7 @@ from ultrachat.inputs import keep_rows
 from ultrachat.models.source import resolve_model
 from ultrachat.observability import dataset_name, named, run_label
 from ultrachat.shards import ShardSink, drop_superseded_failures, read_column, shard_paths
-from ultrachat.stages.pool import PoolStage, check_failures, run_pool_stage
+from ultrachat.stages.pool import PoolStage, check_failures, prior_counts, run_pool_stage
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class DialoguePlan:
     retried: set[str]  # ids whose failed records a successful (or failed again) retry replaces
     lines: Counter = field(default_factory=Counter)  # valid_lines, invalid_lines, duplicate_lines
     planned: int = 0
+    prior: Counter = field(default_factory=Counter)  # full status -> count of the planned ids already done
 
     def counts(self) -> dict:
         return {**{k: self.lines[k] for k in ("valid_lines", "invalid_lines", "duplicate_lines")},
@@ -68,7 +69,7 @@ def run_dialogues(config: GenerateConfig, openings_config: OpeningsInput, secret
                                     batch_format="pyarrow")
         try:
             run_pool_stage(_stage(config, resolved, secrets), rows, len(plan.todo),
-                           ShardSink(out_dir, DIALOGUE_SCHEMA))
+                           ShardSink(out_dir, DIALOGUE_SCHEMA), prior_counts(plan.prior, config.failures))
         except PartialFailure as err:
             stopped = err  # what finished is kept and summarized; the re-run retries the rest
     replaced = drop_superseded_failures(out_dir, plan.retried, DIALOGUE_SCHEMA)
@@ -121,12 +122,15 @@ def plan_dialogues(openings, out_dir: str, limit: int | None, retry_failed: bool
     if limit is not None:
         chosen = chosen[:limit]
     existing = read_column(out_dir, ["id", "status"], DIALOGUE_SCHEMA)
-    done, failed = set(), set()
+    done, failed, kept_failures = set(), set(), {}
     for id_, status in zip(existing.column("id").to_pylist(), existing.column("status").to_pylist()):
         (failed if retry_failed and status.startswith("failed:") else done).add(id_)
+        if status.startswith("failed:"):
+            kept_failures[id_] = status  # not retried (retry_failed=false): still counts as failed
     failed -= done
     todo = {id_: key[2] for id_, key in chosen if id_ not in done}
-    return DialoguePlan(todo=todo, retried=failed & set(todo), lines=lines, planned=len(chosen))
+    prior = Counter(kept_failures.get(id_, "done") for id_, _ in chosen if id_ in done)
+    return DialoguePlan(todo=todo, retried=failed & set(todo), lines=lines, planned=len(chosen), prior=prior)
 
 
 def _summarize(out_dir: str) -> tuple[Counter, dict]:

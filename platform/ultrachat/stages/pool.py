@@ -37,7 +37,7 @@ from ultrachat.errors import PartialFailure
 from ultrachat.llm.base import BackendDeadError
 from ultrachat.logs import setup_logging
 from ultrachat.observability import actor_name, named
-from ultrachat.stages.progress import ProgressReporter, StageTracker
+from ultrachat.stages.progress import ProgressReporter, StageTracker, too_many_failed
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,12 @@ def status_counts(records: list[dict], policy: FailurePolicy) -> Counter:
     counts = Counter(["done"] * len(records) + [r["status"].split(":", 1)[0] for r in records])
     counts["failed_counted"] = counted_failures(Counter(r["status"] for r in records), policy)
     return counts
+
+
+def prior_counts(statuses: Counter, policy: FailurePolicy) -> Counter:
+    """``statuses``: full status -> count of the finished rows a run does not redo. What the tracker
+    adds to its own counts when it judges the failure share."""
+    return Counter(done=sum(statuses.values()), failed_counted=counted_failures(statuses, policy))
 
 
 def counted_failures(statuses: Counter, policy: FailurePolicy) -> int:
@@ -157,13 +163,14 @@ class PoolStage:
     secrets: dict[str, str]
 
 
-def run_pool_stage(stage: PoolStage, rows, total: int, sink) -> Counter:
+def run_pool_stage(stage: PoolStage, rows, total: int, sink, prior: Counter | None = None) -> Counter:
     """Run ``rows`` (a Dataset of the ``total`` rows still to do) through the pool into ``sink``; return
-    the tracker's counts. Raises ``PartialFailure`` when failures stopped the stage."""
+    the tracker's counts. ``prior``: ``prior_counts`` of the output earlier runs finished. Raises
+    ``PartialFailure`` when failures stopped the stage."""
     namespace = ray.get_runtime_context().namespace
     tracker_name = actor_name("progress", stage.run_name, uuid.uuid4().hex[:8])
     tracker = StageTracker.options(name=tracker_name, namespace=namespace).remote(
-        total, stage.failures.model_dump(), stage.unit)
+        total, stage.failures.model_dump(), stage.unit, dict(prior or {}))
     pool = stage.pool
     # One batch per block: each finished batch becomes its own shard (an input file would otherwise
     # be one block, written only at its very end).
@@ -201,9 +208,7 @@ def check_failures(statuses: Counter, finished: int, policy: FailurePolicy, unit
     """After a stage: fail it (``PartialFailure``) when more than the allowed share of its output failed.
     ``statuses``: full status -> count over the stage's output."""
     failed = counted_failures(statuses, policy)
-    # Judged as the tracker judges a running stage: once min_finished are done, or when all failed.
-    judged = finished >= policy.min_finished or failed == finished
-    if finished and judged and failed > policy.max_failed_fraction * finished:
+    if too_many_failed(failed, finished, policy, complete=True):
         raise PartialFailure(f"{failed} of {finished} {unit} in {where} failed, more than "
                              f"failures.max_failed_fraction={policy.max_failed_fraction:g} allows. Fix the cause (see the records' "
                              f"'error' column) and re-run: the failures are retried", counts)

@@ -23,10 +23,22 @@ UNKNOWN_DEATH = ("the actor died while this batch was in flight (killed by the O
                  "crash: see the worker's log in the Ray dashboard)")
 
 
+def too_many_failed(failed: int, finished: int, policy: FailurePolicy, complete: bool) -> bool:
+    """More than ``max_failed_fraction`` of ``finished`` failed, judged once ``min_finished`` are done,
+    or when the stage is ``complete`` and everything failed (a small stage that never reaches
+    ``min_finished``: some success means the cause is not everywhere)."""
+    judged = finished >= policy.min_finished or (complete and failed == finished)
+    return finished > 0 and judged and failed > policy.max_failed_fraction * finished
+
+
 @ray.remote(num_cpus=0)
 class StageTracker:
-    def __init__(self, total: int, policy: dict, unit: str):
+    def __init__(self, total: int, policy: dict, unit: str, prior: dict | None = None):
+        """``prior``: done / failed_counted of the stage's output that earlier runs finished and this
+        run does not redo; the failure share is judged over the whole output, so that a re-run that
+        retries only an earlier run's few failures is judged as that run was."""
         self.total, self.unit = total, unit
+        self.prior = Counter(prior or {})
         self.policy = FailurePolicy.model_validate(policy)
         self.counts: Counter = Counter()
         self.attempts: Counter = Counter()
@@ -45,10 +57,10 @@ class StageTracker:
     def finish_batch(self, counts: dict, last_error: str = "") -> None:
         self.counts.update(counts)
         self.last_error = last_error or self.last_error
-        done, failed = self.counts["done"], self.counts["failed_counted"]
-        # Enough finished to judge, or a whole (small) stage in which everything failed.
-        judged = done >= self.policy.min_finished or (done >= self.total and failed == done)
-        if self.stop_reason is None and judged and failed > self.policy.max_failed_fraction * done:
+        done = self.counts["done"] + self.prior["done"]
+        failed = self.counts["failed_counted"] + self.prior["failed_counted"]
+        if self.stop_reason is None and too_many_failed(failed, done, self.policy,
+                                                        complete=self.counts["done"] >= self.total):
             self.stop_reason = (f"{failed} of {done} {self.unit} finished so far failed, more than failures."
                                 f"max_failed_fraction={self.policy.max_failed_fraction:g} allows"
                                 + (f"; last error: {self.last_error}" if self.last_error else ""))
