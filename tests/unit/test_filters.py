@@ -68,6 +68,11 @@ def test_clean_multi_round_dialogue_passes_unchanged():
     "Certainly, here's a summary of what we discussed.",
     "You're welcome! Let me know if you need more.",
     "Rivers are lovely. I hope this helps!",
+    "I'm so sorry to hear that. I'm glad you reached out.",
+    "I'm glad you're taking steps to manage your sleep.",
+    "I'm here to help, to offer guidance and to share my knowledge.",
+    "I'm sorry for the confusion. Here is the recipe again.",
+    "Let me know if you have more questions about rivers.",
 ])
 def test_user_role_slip_cuts_before_the_slipped_turn(slip):
     messages = dialogue(*ROUNDS[:3], (slip, "Thank you!"))
@@ -81,6 +86,8 @@ def test_user_role_slip_cuts_before_the_slipped_turn(slip):
     "Is there anything else I can do to improve my sleep?",
     "Here is my draft, can you improve it? The river runs.",
     "What does it mean when a chatbot says it is an AI?",
+    "I'm glad you mentioned caffeine. How late is too late for coffee?",
+    "I'm sorry, I don't follow. Why would the river flood?",
 ])
 def test_user_turn_that_only_sounds_similar_is_not_a_slip(question):
     messages = dialogue(ROUNDS[0], (question, "Here is what I suggest."))

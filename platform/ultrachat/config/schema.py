@@ -31,6 +31,11 @@ class RaySettings(Section):
     # Ray starts workers at nice 15 so its control plane stays responsive; a node that only serves
     # can run them at 0, which matters when the engine shares few cores (docs/benchmarks.md).
     local_worker_niceness: int | None = Field(default=None, ge=0, le=19)
+    # Ray's own switch: false keeps the workers' output (engine start-up, Ray Serve, teardown) in the
+    # session's log files, named at start; the driver's progress, summary and errors still show.
+    log_to_driver: bool = True
+    # Ray Data's progress lines on the driver (the platform logs its own per stage with rates).
+    data_progress: bool = True
 
 
 class JobSettings(Section):

@@ -32,7 +32,7 @@ def check_served_source(ref: str) -> str:
         return check_path(ref)
     if "://" in ref:
         raise ValueError(f"unsupported scheme in {ref!r}; use one of {list(REMOTE_MODEL_SCHEMES)}, "
-                         f"a local model dir, a hub id or tiny:<size>")
+                         f"a local model dir, a hub id, tiny:<size> or local:<name>")
     if ref.startswith("/"):
         return ref
     return check_model_ref(ref)
@@ -73,7 +73,7 @@ class Autoscaling(Section):
 
 class ServedModel(Section):
     name: str = Field(min_length=1, pattern=r"^[\w.:/-]+$", description="the `model` clients send")
-    source: ServedSource = Field(description="training export dir, HF model dir or hub id, tiny:<size>, "
+    source: ServedSource = Field(description="training export dir, HF model dir or hub id, tiny:<size>, local:<name>, "
                                              "or s3:// / gs:// / file:// URI of a model dir")
     # auto: the template saved with the model (a training export saves its training template) when
     # there is one, else the UltraChat format; ultrachat: always the UltraChat format; model: the

@@ -18,7 +18,7 @@ from ultrachat.storage import StoragePath
 
 
 def check_base_model(ref: str) -> str:
-    """A model reference (local dir, hub id, tiny:<size>), or the URI of a model dir (e.g. an earlier
+    """A model reference (local dir, hub id, tiny:<size>, local:<name>), or the URI of a model dir (e.g. an earlier
     run's export on s3://), which the job copies to local disk with serving's copy helper."""
     return check_served_source(ref) if "://" in ref else check_model_ref(ref)
 

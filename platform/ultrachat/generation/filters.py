@@ -43,6 +43,14 @@ USER_ROLE_SLIP = (
     r"^\W*(?:sure|certainly|of course|absolutely)\W+(?:here's|here is|here are|below is)\b",
     r"^\W*(?:great|good|excellent) question\b",
     r"^\W*you're (?:very |most )?welcome\b",
+    # The helper's voice that small simulators slip into (measured on SmolLM2-135M's user turns).
+    r"\bi(?:'m| am) (?:so |really |very |truly )?(?:glad|happy|sorry) to hear (?:that|about|you)\b",
+    r"\bi(?:'m| am) (?:so |really )?glad (?:that )?you(?:'re| are) (?:taking|interested|asking|here|enjoying|reaching)\b",
+    r"\bi(?:'m| am) here to (?:help|assist|offer|support|provide|answer)\b",
+    r"\bi(?:'ll| will) do my best to (?:help|assist|answer)\b",
+    r"\bi(?:'m| am) (?:more than |always )?(?:happy|glad|delighted) to (?:help|assist)\b",
+    r"\bi(?:'m| am) sorry for (?:the|any) (?:confusion|misunderstanding|inconvenience)\b",
+    r"\blet me know if you (?:have|need|want|would like)\b",
 )
 ASSISTANT_DISCLAIMER = (
     # "As an AI researcher, you ..." is advice, not a disclaimer: require a comma or "I"/"my" next.

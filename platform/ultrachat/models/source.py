@@ -1,8 +1,10 @@
-"""Model references in configs: a local Hugging Face model dir, a hub id, or ``tiny:<size>``.
+"""Model references in configs: a local Hugging Face model dir, a hub id, ``tiny:<size>`` (a random
+test model) or ``local:<name>`` (a real model shipped in a Python package, ``models/packaged.py``).
 
 ``check_model_ref`` runs during config validation (syntax, and for local paths: exists and holds
-config.json). ``resolve_model`` runs when a job starts, before any worker: it builds ``tiny:`` models
-into a local cache and refuses hub ids that cannot be fetched (HF_HUB_OFFLINE=1 and not cached).
+config.json). ``resolve_model`` runs when a job starts, before any worker: it builds ``tiny:`` and
+``local:`` models into a local cache and refuses hub ids that cannot be fetched (HF_HUB_OFFLINE=1 and
+not cached).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 from pathlib import Path
 
 from ultrachat.errors import ModelSourceError
+from ultrachat.models.packaged import LOCAL_PREFIX, check_packaged_ref, ensure_packaged
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +23,8 @@ TINY_PREFIX = "tiny:"
 TINY_SIZES = ("tiny", "small")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _FIX_MISSING = (
-    "Fix: build a local test model with `ultrachat tiny-model --out DIR`, write `tiny:small` to have "
-    "the job build one, or point to a Hugging Face model directory (the folder holding config.json "
+    "Fix: write `local:smollm2-135m-instruct` for the small real instruct model that setup installs, "
+    "`tiny:small` for a random test model the job builds, or point to a Hugging Face model directory (the folder holding config.json "
     "and the weights, e.g. a training run's export/)."
 )
 
@@ -52,6 +55,9 @@ def check_model_ref(ref: str) -> str:
                 f"unknown tiny model {ref!r}; expected one of {[TINY_PREFIX + s for s in TINY_SIZES]}"
             )
         return ref
+    if ref.startswith(LOCAL_PREFIX):
+        check_packaged_ref(ref)
+        return ref
     if "://" in ref:
         raise ModelSourceError(
             f"model URIs like {ref!r} are not supported as a model source; copy the model to a local "
@@ -64,12 +70,12 @@ def check_model_ref(ref: str) -> str:
         return ref
     raise ModelSourceError(
         f"{ref!r} is neither an existing model directory, a hub id like "
-        f"'meta-llama/Llama-3.1-8B-Instruct', nor tiny:<size>. {_FIX_MISSING}"
+        f"'meta-llama/Llama-3.1-8B-Instruct', nor tiny:<size> / local:<name>. {_FIX_MISSING}"
     )
 
 
 def tiny_cache_dir() -> Path:
-    """Where ``tiny:`` models are built: $ULTRACHAT_CACHE or ~/.cache/ultrachat, under models/."""
+    """Where ``tiny:`` and ``local:`` models are built: $ULTRACHAT_CACHE or ~/.cache/ultrachat, under models/."""
     root = os.environ.get("ULTRACHAT_CACHE") or Path.home() / ".cache" / "ultrachat"
     return Path(root) / "models"
 
@@ -83,6 +89,8 @@ def resolve_model(ref: str, key: str = "model") -> str:
         check_model_ref(ref)
         if ref.startswith(TINY_PREFIX):
             return str(_ensure_tiny(ref[len(TINY_PREFIX):]))
+        if ref.startswith(LOCAL_PREFIX):
+            return str(ensure_packaged(tiny_cache_dir(), check_packaged_ref(ref)))
         if _looks_like_path(ref):
             return str(_check_local_dir(ref))
         return _check_hub_id(ref)

@@ -18,6 +18,7 @@ import httpx
 
 from ultrachat.config.schema import ServeConfig
 from ultrachat.config.serving import REMOTE_MODEL_SCHEMES
+from ultrachat.models.packaged import LOCAL_PREFIX
 from ultrachat.models.source import TINY_PREFIX, resolve_model
 from ultrachat.serving.app import APP_NAME, build_application
 from ultrachat.serving.http_guard import env_keys, file_keys
@@ -68,7 +69,7 @@ def _absolute_local_sources(config: ServeConfig) -> ServeConfig:
     models = []
     for model in config.models:
         source = model.source
-        if not source.startswith((*REMOTE_MODEL_SCHEMES, TINY_PREFIX)) and Path(source).expanduser().exists():
+        if not source.startswith((*REMOTE_MODEL_SCHEMES, TINY_PREFIX, LOCAL_PREFIX)) and Path(source).expanduser().exists():
             source = str(Path(source).expanduser().resolve())
         elif source.startswith("/") and not os.environ.get("RAY_ADDRESS"):
             resolve_model(source, f"models[{model.name}].source")  # raises with the fix

@@ -24,6 +24,7 @@ import hashlib
 import logging
 import os
 import uuid
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -175,21 +176,25 @@ def run_pool_stage(stage: PoolStage, rows, total: int, sink, prior: Counter | No
     # One batch per block: each finished batch becomes its own shard (an input file would otherwise
     # be one block, written only at its very end).
     batches = rows.repartition(target_num_rows_per_block=stage.batch_size)
-    mapped = batches.map_batches(
-        stage.worker,
-        # Async actor: several batches run at once on its event loop, sharing one engine; as many again
-        # wait queued at the actor, so a finished batch is replaced at once, not after a scheduling round.
-        compute=ray.data.ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors,
-                                           max_tasks_in_flight_per_actor=2 * stage.batches_in_flight,
-                                           max_concurrent_calls_per_actor=stage.batches_in_flight),
-        batch_size=stage.batch_size, batch_format="pyarrow", num_cpus=pool.num_cpus, num_gpus=pool.num_gpus,
-        # Ray Data's defaults retry forever; bounded, a batch that keeps killing actors ends.
-        max_restarts=stage.failures.max_actor_restarts, max_task_retries=stage.failures.max_batch_attempts,
-        fn_constructor_kwargs={"handler_factory": stage.handler_factory, "key": stage.key, "schema": stage.schema,
-                               "tracker_name": tracker_name, "namespace": namespace,
-                               "failures": stage.failures.model_dump(), "secrets": stage.secrets,
-                               "log_level": stage.log_level, "run": stage.run_label},
-    )
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates ray_remote_args, but max_restarts/max_task_retries have no named
+        # parameter on map_batches yet: this is still the only way to bound them.
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        mapped = batches.map_batches(
+            stage.worker,
+            # Async actor: several batches run at once on its event loop, sharing one engine; as many again
+            # wait queued at the actor, so a finished batch is replaced at once, not after a scheduling round.
+            compute=ray.data.ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors,
+                                               max_tasks_in_flight_per_actor=2 * stage.batches_in_flight,
+                                               max_concurrent_calls_per_actor=stage.batches_in_flight),
+            batch_size=stage.batch_size, batch_format="pyarrow", num_cpus=pool.num_cpus, num_gpus=pool.num_gpus,
+            # Ray Data's defaults retry forever; bounded, a batch that keeps killing actors ends.
+            max_restarts=stage.failures.max_actor_restarts, max_task_retries=stage.failures.max_batch_attempts,
+            fn_constructor_kwargs={"handler_factory": stage.handler_factory, "key": stage.key, "schema": stage.schema,
+                                   "tracker_name": tracker_name, "namespace": namespace,
+                                   "failures": stage.failures.model_dump(), "secrets": stage.secrets,
+                                   "log_level": stage.log_level, "run": stage.run_label},
+        )
     named(mapped, stage.dataset_name)
     logger.info("running %d %s on %d-%d actor(s)", total, stage.unit, pool.min_actors, pool.max_actors)
     try:
