@@ -333,11 +333,11 @@ def part_b(args, work: Path) -> dict:
 
     n, rounds, per_batch = args.dialogues_vllm, args.rounds, args.vllm_dialogues_per_batch
     in_flight = math.ceil(n / per_batch)
-    logger.info("(b) resolving tiny:small (built offline on first use)")
-    model_dir = resolve_model("tiny:small")
+    logger.info("(b) resolving %s (built offline on first use)", args.model)
+    model_dir = resolve_model(args.model)
     openings = work / "openings_b.jsonl"
     write_openings(openings, n, "b")
-    engine = {"backend": "vllm", "model": "tiny:small", "dtype": "float32", "max_model_len": 1024}
+    engine = {"backend": "vllm", "model": args.model, "dtype": "float32", "max_model_len": args.max_model_len}
     config = {
         "output_dir": str(work / "out_b"), "run_name": "bench-generation-b", "log_level": "INFO",
         "openings": {"path": str(openings)},
@@ -358,7 +358,7 @@ def part_b(args, work: Path) -> dict:
     logger.info("(b) pipeline: %d turns, %d output tokens in %.2f s: %.1f tokens/s", stats["requests"],
                 completion, stats["window_s"], pipeline_tps)
 
-    spec = {"model": model_dir, "dtype": "float32", "max_model_len": 1024, "seed": 0,
+    spec = {"model": model_dir, "dtype": "float32", "max_model_len": args.max_model_len, "seed": 0,
             "prompt_tokens": stats["prompt_tokens"],
             # vLLM needs max_tokens >= 1; a 0-token turn (rare) is asked for 1.
             "completion_tokens": [max(1, t) for t in stats["completion_tokens"]]}
@@ -384,7 +384,7 @@ def part_b(args, work: Path) -> dict:
     logger.info("(b) raw vLLM: %d output tokens in %.2f s: %.1f tokens/s", raw["completion_tokens"],
                 raw["seconds"], raw["output_tokens_per_s"])
     return {
-        "model": "tiny:small", "model_dir": model_dir, "dialogues": n, "rounds": rounds,
+        "model": args.model, "model_dir": model_dir, "dialogues": n, "rounds": rounds,
         "layout": f"1 actor x {in_flight} batches in flight x {per_batch} dialogues per batch",
         "statuses": stats["statuses"], "requests": stats["requests"],
         "prompt_tokens": sum(stats["prompt_tokens"]), "completion_tokens": completion,
@@ -446,6 +446,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--vllm-dialogues-per-batch", type=int, default=8,
                         help="(b) batches in flight = ceil(N / this), so every dialogue is in flight")
     parser.add_argument("--rounds", type=int, default=3, help="fixed rounds per dialogue (2R-1 requests)")
+    parser.add_argument("--model", default="tiny:small",
+                        help="(b) model reference, e.g. local:smollm2-135m-instruct (real words, 135M)")
+    parser.add_argument("--max-model-len", type=int, default=1024, help="(b) engine max_model_len")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per job/subprocess")
     parser.add_argument("--out", default="generation_results.json", help="JSON result file")
     parser.add_argument("--quick", action="store_true", help="smoke run: C=8, 2 x C dialogues, N=8")

@@ -56,6 +56,8 @@ logger = logging.getLogger("bench.serving")
 
 MODEL_NAME = "bench-tiny"
 ENGINE = {"dtype": "float32", "max_model_len": 1024}
+# The served model; --model sets it for the server children too (they inherit the environment).
+MODEL_ENV = "BENCH_SERVING_MODEL"
 PROMPT = ("Explain, step by step and with examples, how a small town can plan a weekly farmers market "
           "that supports local growers, keeps prices fair and brings neighbours together.")
 ENGINE_CORES = "0"
@@ -79,7 +81,7 @@ def serve_forever(candidate: str, port: int, direct_port: int) -> None:
     # the whole step, and the numbers swing 2-4x from run to run.
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ENGINE_CORES)
     apply_local_env_defaults()
-    model_dir = resolve_model("tiny:small")
+    model_dir = resolve_model(os.environ.get(MODEL_ENV, "tiny:small"))
     if candidate == "bare":
         os.execv(sys.executable, [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
                                   "--served-model-name", MODEL_NAME, "--dtype", ENGINE["dtype"], "--max-model-len",
@@ -351,6 +353,8 @@ def main() -> None:
     parser.add_argument("--start-timeout", type=float, default=600)
     parser.add_argument("--logs", default="/tmp/bench-serving-logs")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--model", default="tiny:small",
+                        help="model reference, e.g. local:smollm2-135m-instruct (real words, 135M)")
     args = parser.parse_args()
     if args.serve:
         serve_forever(args.serve, args.port, args.direct_port)
@@ -358,6 +362,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     os.makedirs(args.logs, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ[MODEL_ENV] = args.model
     candidates = args.candidates.split(",")
     unknown = sorted(set(candidates) - set(CANDIDATES))
     if unknown:

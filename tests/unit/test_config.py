@@ -193,7 +193,7 @@ def test_model_path_that_does_not_exist(tmp_path):
     text = GOOD.format(out="o").replace("tiny:small", str(tmp_path / "no-model"))
     (problem,) = problems("generate", write(tmp_path, text))
     assert problem.startswith("line 7: key 'user.chat.model'")
-    assert "does not exist" in problem and "ultrachat tiny-model --out" in problem
+    assert "does not exist" in problem and "local:smollm2-135m-instruct" in problem and "tiny:small" in problem
 
 
 def test_model_path_that_is_not_a_hugging_face_dir(tmp_path):

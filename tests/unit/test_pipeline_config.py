@@ -27,7 +27,7 @@ def test_each_stage_gets_its_own_job_config_linked_to_the_previous_stage(tmp_pat
     assert [c.run_name for c in configs.values()] == ["demo-generate", "demo-train", "demo-serve"]
     assert train.data.paths == [f"{tmp_path}/run/generate/dialogues"]
     # The served model is the train stage's export, by an absolute path the replicas can open.
-    assert serve.models[0].source == f"{tmp_path}/run/train/export" and serve.models[0].name == "ultrallama-tiny"
+    assert serve.models[0].source == f"{tmp_path}/run/train/export" and serve.models[0].name == "ultrallama-smollm2"
     assert serve.detach is False and generate.ray == config.ray == train.ray
     # Settings given in the pipeline file reach the stage configs unchanged.
     assert train.num_workers == config.train.num_workers and generate.openings.limit == config.generate.openings.limit

@@ -55,12 +55,14 @@ DEFAULT_PROMPTS: dict[str, str] = {
         "Instruction: {instruction}\n"
         "Reply with the new instruction only."
     ),
+    # The task before and after the text: a model that reads only the text would start working on it
+    # (measured: SmolLM2-135M answered the text in 3 of 3 calls with the task before it only).
     "material_instructions": (
-        "Here is a text ({material_type}):\n\n{text}\n\n"
-        "Write {n} different instructions or questions a user might give an AI assistant about this text "
-        "(for example: summarize it, rewrite it in another style, continue it, explain a point, or ask a "
-        "question about it). Refer to it as \"the text\". "
-        "Write them as a numbered list, one per line, with no other text."
+        "Write {n} different instructions or questions a user might give an AI assistant about the text "
+        "below (for example: summarize it, rewrite it in another style, continue it, explain a point, or "
+        "ask a question about it). Refer to it as \"the text\".\n\n"
+        "The text ({material_type}):\n\"\"\"\n{text}\n\"\"\"\n\n"
+        "Now write the {n} instructions about the text as a numbered list, one per line, with no other text."
     ),
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -79,8 +80,7 @@ class MetricsLog:
             self.writer = SummaryWriter(str(Path(output_dir, "tensorboard")))
 
     def write(self, step: int, metrics: dict) -> None:
-        parts = [f"step {step}"] + [f"{k} {v:.4g}" for k, v in metrics.items() if k not in ("step", "epoch")]
-        logger.info(" | ".join(parts))
+        logger.info(interval_line(step, metrics))
         line = json.dumps({"step": step, **metrics}) + "\n"
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,3 +94,47 @@ class MetricsLog:
                 if isinstance(value, (int, float)):
                     self.writer.add_scalar(f"train/{key}", value, step)
             self.writer.flush()
+
+
+def interval_line(step: int, metrics: dict) -> str:
+    return " | ".join([f"step {step}"] + [f"{k} {v:.4g}" for k, v in metrics.items()
+                                          if k not in ("step", "epoch") and isinstance(v, (int, float))])
+
+
+class MetricsFollower:
+    """A driver thread that logs rank 0's new ``metrics.jsonl`` lines while training runs, for a
+    terminal that does not get the workers' output (``ray.log_to_driver: false``)."""
+
+    def __init__(self, output_dir: str, interval_s: float = 5.0):
+        self.uri, self.interval_s, self.seen = storage.join(output_dir, METRICS_FILE), interval_s, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="train-metrics", daemon=True)
+
+    def __enter__(self):
+        # Lines an earlier (resumed) run wrote are not news.
+        self.seen = len(self._lines())
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=self.interval_s + 5)
+        self._emit()
+
+    def _lines(self) -> list[str]:
+        try:
+            return storage.read_text(self.uri).splitlines() if storage.exists(self.uri) else []
+        except OSError as err:  # a progress line is not worth failing the run for
+            logger.debug("cannot read %s: %s", self.uri, err)
+            return []
+
+    def _emit(self) -> None:
+        lines = self._lines()
+        for line in lines[self.seen:]:
+            record = json.loads(line)
+            logger.info(interval_line(record["step"], record))
+        self.seen = max(self.seen, len(lines))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._emit()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import nullcontext
 
 from ultrachat import storage
 from ultrachat.config.schema import TrainConfig
@@ -24,6 +25,7 @@ from ultrachat.training import checkpoints
 from ultrachat.training.ds_config import deepspeed_config, resolve_precision, schedule
 from ultrachat.training.export import EXPORT_DIR, read_export_manifest
 from ultrachat.training.loop import LoopConfig, train_loop_per_worker
+from ultrachat.training.metrics import MetricsFollower
 from ultrachat.training.prepare import prepare_data
 from ultrachat.training.template import resolve_chat_template
 
@@ -91,7 +93,9 @@ def run_train(config: TrainConfig) -> dict:
         dataset_config=DataConfig(execution_options=ingest),
     )
     try:
-        result = trainer.fit()
+        # Workers' own lines reach the terminal only with ray.log_to_driver; else follow the metrics file.
+        with MetricsFollower(output_dir) if not config.ray.log_to_driver else nullcontext():
+            result = trainer.fit()
     except TrainingFailedError as err:
         # Ray Train 2.60 (Train V2) raises once its restarts are used up; one line names the worker's error.
         raise RuntimeError(f"training failed after {config.max_failures} restart(s) (max_failures): "
