@@ -25,6 +25,9 @@ def local_env_defaults() -> dict[str, str]:
         "VLLM_CPU_KVCACHE_SPACE": "1",
         "VLLM_CPU_OMP_THREADS_BIND": f"0-{cores - 1}",
         "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+        # A CPU worker's own teardown takes ~5 s on 2 busy cores, vLLM's default grace; past it the
+        # worker is SIGTERMed, leaves its shared memory to the resource tracker and warns.
+        "VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS": "15",
     }
 
 

@@ -62,7 +62,9 @@ class _SharedEngine:
                     logger.debug("could not cancel vLLM's output handler first: %s", err)
             else:
                 handler.cancel()
-        engine.shutdown()
+        # vLLM's default 5 s before it SIGKILLs the engine core is shorter than a CPU worker's own
+        # teardown on busy cores; killed, the worker leaves shared memory behind (tracker warnings).
+        engine.shutdown(timeout=_STOP_TIMEOUT_S)
 
 
 async def _cancelled(task: asyncio.Task) -> None:
@@ -71,6 +73,7 @@ async def _cancelled(task: asyncio.Task) -> None:
 
 
 _ENGINES: dict[str, _SharedEngine] = {}
+_STOP_TIMEOUT_S = 30.0
 
 
 def _engine_key(model_path: str, config: VllmBackend) -> str:

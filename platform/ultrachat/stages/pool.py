@@ -25,6 +25,7 @@ import logging
 import os
 import uuid
 import warnings
+import weakref
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -110,6 +111,7 @@ class PoolWorker:
             return self.schema.empty_table()
         if self.handler is None:
             self.handler = self.handler_factory()  # here, on the actor's loop: vLLM binds to it
+            self._close_with_ray_data_context()
         if state["attempt"] > self.failures.max_batch_attempts:
             logger.error("batch %s: given up after %d attempts: %s", key, state["attempt"] - 1, state["death"])
             error = (f"given up after {state['attempt'] - 1} attempts: {state['death']}. Fix: find why the actor "
@@ -137,10 +139,21 @@ class PoolWorker:
         await self.tracker.actor_died.remote(sorted(self.in_flight), str(err))
         os._exit(1)
 
-    def __del__(self):
-        # Ray Data drops the UDF on graceful actor exit: stop engine processes cleanly.
-        if self.handler is not None:
-            self.handler.close()
+    def _close_with_ray_data_context(self) -> None:
+        # On graceful actor exit Ray Data's __ray_shutdown__ drops the context that holds this UDF.
+        # __del__ is not reliable then (a finished call's frame can keep this object alive), and
+        # atexit runs during interpreter teardown; a finalizer on the context runs right there (and
+        # at exit if the context outlives the interpreter's shutdown start).
+        context = getattr(ray.data, "_map_actor_context", None)
+        if context is not None:
+            weakref.finalize(context, self.close)
+
+    def close(self) -> None:
+        """Stop the handler's engines while the process is whole (idempotent)."""
+        handler, self.handler = self.handler, None
+        if handler is not None:
+            logger.debug("actor exiting: stopping its engines")
+            handler.close()
 
 
 @dataclass
@@ -190,6 +203,10 @@ def run_pool_stage(stage: PoolStage, rows, total: int, sink, prior: Counter | No
             batch_size=stage.batch_size, batch_format="pyarrow", num_cpus=pool.num_cpus, num_gpus=pool.num_gpus,
             # Ray Data's defaults retry forever; bounded, a batch that keeps killing actors ends.
             max_restarts=stage.failures.max_actor_restarts, max_task_retries=stage.failures.max_batch_attempts,
+            # Ray 2.60 kills an exiting actor's child processes before it runs __ray_shutdown__, so
+            # vLLM's engine core would die under a live engine client (tracebacks, a leaked tracker).
+            # The worker stops its engines itself in __ray_shutdown__ (PoolWorker.close).
+            runtime_env={"env_vars": {"RAY_kill_child_processes_on_worker_exit": "0"}},
             fn_constructor_kwargs={"handler_factory": stage.handler_factory, "key": stage.key, "schema": stage.schema,
                                    "tracker_name": tracker_name, "namespace": namespace,
                                    "failures": stage.failures.model_dump(), "secrets": stage.secrets,
