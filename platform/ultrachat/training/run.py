@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from contextlib import nullcontext
 
 from ultrachat import storage
@@ -94,7 +95,10 @@ def run_train(config: TrainConfig) -> dict:
     )
     try:
         # Workers' own lines reach the terminal only with ray.log_to_driver; else follow the metrics file.
-        with MetricsFollower(output_dir) if not config.ray.log_to_driver else nullcontext():
+        with MetricsFollower(output_dir) if not config.ray.log_to_driver else nullcontext(), \
+                warnings.catch_warnings():
+            # Ray Train 2.60's own data ingest sets it; nothing a user can act on.
+            warnings.filterwarnings("ignore", message=".*exclude_resources` is deprecated")
             result = trainer.fit()
     except TrainingFailedError as err:
         # Ray Train 2.60 (Train V2) raises once its restarts are used up; one line names the worker's error.
