@@ -37,6 +37,7 @@ from ultrachat import observability
 from ultrachat.config.base import FailurePolicy, PoolResources
 from ultrachat.errors import PartialFailure
 from ultrachat.llm.base import BackendDeadError
+from ultrachat.local_env import SUBREAPER_ENV
 from ultrachat.logs import setup_logging
 from ultrachat.observability import actor_name, named
 from ultrachat.stages.progress import ProgressReporter, StageTracker, too_many_failed
@@ -156,6 +157,17 @@ class PoolWorker:
             handler.close()
 
 
+def actor_runtime_env() -> dict:
+    """Ray 2.60 kills an exiting actor's child processes before it runs ``__ray_shutdown__``: vLLM's
+    engine core dies under a live engine client (tracebacks, a relaunched resource tracker). When
+    the raylet reaps what a dead worker leaves (its subreaper setting, which the local Ray and our
+    manifests turn on), the actors keep their children until ``PoolWorker.close`` has stopped the
+    engines in order. Without it, Ray's own kill stays: noisy logs, but no orphaned engine."""
+    if os.environ.get(SUBREAPER_ENV, "").lower() in ("1", "true"):
+        return {"env_vars": {"RAY_kill_child_processes_on_worker_exit": "0"}}
+    return {}
+
+
 @dataclass
 class PoolStage:
     """What the driver needs to run one stage on an actor pool."""
@@ -203,10 +215,7 @@ def run_pool_stage(stage: PoolStage, rows, total: int, sink, prior: Counter | No
             batch_size=stage.batch_size, batch_format="pyarrow", num_cpus=pool.num_cpus, num_gpus=pool.num_gpus,
             # Ray Data's defaults retry forever; bounded, a batch that keeps killing actors ends.
             max_restarts=stage.failures.max_actor_restarts, max_task_retries=stage.failures.max_batch_attempts,
-            # Ray 2.60 kills an exiting actor's child processes before it runs __ray_shutdown__, so
-            # vLLM's engine core would die under a live engine client (tracebacks, a leaked tracker).
-            # The worker stops its engines itself in __ray_shutdown__ (PoolWorker.close).
-            runtime_env={"env_vars": {"RAY_kill_child_processes_on_worker_exit": "0"}},
+            runtime_env=actor_runtime_env(),
             fn_constructor_kwargs={"handler_factory": stage.handler_factory, "key": stage.key, "schema": stage.schema,
                                    "tracker_name": tracker_name, "namespace": namespace,
                                    "failures": stage.failures.model_dump(), "secrets": stage.secrets,
