@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 
-SUBREAPER_ENV = "RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper"
-
 
 def local_env_defaults() -> dict[str, str]:
     cores = os.cpu_count() or 1
@@ -18,9 +16,6 @@ def local_env_defaults() -> dict[str, str]:
         "RAY_USAGE_STATS_ENABLED": "0",
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
-        # The raylet reaps the processes a dead worker leaves (vLLM's engine core after a Ctrl-C or
-        # a kill); generation actors then stop their engines in order themselves (stages/pool.py).
-        SUBREAPER_ENV: "true",
         # A private local Ray is single-node: this keeps it on loopback. Without it Ray replaces
         # 127.0.0.1 by the machine's outward address. (Read when `ray` is first imported.)
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",

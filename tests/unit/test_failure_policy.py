@@ -35,13 +35,3 @@ def test_prior_failures_not_retried_still_count_and_exempt_reasons_do_not():
     prior = prior_counts(Counter({"done": 15, "failed:api_error": 4, "failed:prompt_too_long": 3}), POLICY)
     assert prior == Counter(done=22, failed_counted=4)
     assert too_many_failed(prior["failed_counted"], prior["done"], POLICY, complete=False)
-
-
-def test_actors_keep_their_engine_processes_for_an_ordered_stop_only_where_the_raylet_reaps(monkeypatch):
-    from ultrachat.local_env import SUBREAPER_ENV, local_env_defaults
-    from ultrachat.stages.pool import actor_runtime_env
-
-    monkeypatch.delenv(SUBREAPER_ENV, raising=False)
-    assert actor_runtime_env() == {}  # Ray's own kill of an exiting actor's children stays
-    monkeypatch.setenv(SUBREAPER_ENV, local_env_defaults()[SUBREAPER_ENV])
-    assert actor_runtime_env() == {"env_vars": {"RAY_kill_child_processes_on_worker_exit": "0"}}

@@ -145,7 +145,7 @@ NEGATIVE_CASES = {
     ),
     "inline_token_in_pod_env": (
         lambda doc: _pods(doc)[1]["containers"][0]["env"].append({"name": "HF_TOKEN", "value": "hf_abc"}),
-        ["spec.rayClusterSpec.workerGroupSpecs[0].template.spec.containers[0].env[3].value: HF_TOKEN holds a "
+        ["spec.rayClusterSpec.workerGroupSpecs[0].template.spec.containers[0].env[2].value: HF_TOKEN holds a "
          "credential written inline"],
     ),
     "image_not_from_the_dockerfile": (
@@ -169,12 +169,12 @@ NEGATIVE_CASES = {
          "'ultrachat-shard' is not defined", "ultrachat-shared"],
     ),
     "undocumented_secret": (
-        lambda doc: _pods(doc)[0]["containers"][0]["env"][2]["valueFrom"]["secretKeyRef"].update(name="hf-tokn"),
-        ["spec.rayClusterSpec.headGroupSpec.template.spec.containers[0].env[2].valueFrom.secretKeyRef.name: "
+        lambda doc: _pods(doc)[0]["containers"][0]["env"][1]["valueFrom"]["secretKeyRef"].update(name="hf-tokn"),
+        ["spec.rayClusterSpec.headGroupSpec.template.spec.containers[0].env[1].valueFrom.secretKeyRef.name: "
          "Secret 'hf-tokn' is neither defined in the repo nor created in this file's comments"],
     ),
     "secret_key_not_created": (
-        lambda doc: _pods(doc)[0]["containers"][0]["env"][2]["valueFrom"]["secretKeyRef"].update(key="hf_token"),
+        lambda doc: _pods(doc)[0]["containers"][0]["env"][1]["valueFrom"]["secretKeyRef"].update(key="hf_token"),
         ["secretKeyRef.key: key 'hf_token' is not in Secret 'hf-token' (it has ['token'])"],
     ),
     "output_dir_on_no_volume": (

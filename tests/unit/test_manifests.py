@@ -231,30 +231,3 @@ def test_default_crd_dir(monkeypatch, tmp_path):
     assert kuberay.default_crd_dir(tmp_path / "repo") == tmp_path / "shared" / "kuberay-crds"
     monkeypatch.setenv(kuberay.CRD_DIR_ENV, "/somewhere/crds")
     assert kuberay.default_crd_dir(tmp_path / "repo") == Path("/somewhere/crds")
-
-
-def _ray_pods(node):
-    """Every head and worker pod spec in a KubeRay manifest (RayCluster, RayJob, RayService)."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "headGroupSpec":
-                yield value["template"]["spec"]
-            elif key == "workerGroupSpecs":
-                yield from (group["template"]["spec"] for group in value)
-            else:
-                yield from _ray_pods(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _ray_pods(item)
-
-
-@pytest.mark.parametrize("path", MANIFESTS, ids=manifest_id)
-def test_every_raylet_reaps_what_dead_workers_leave(path):
-    # Generation actors keep their vLLM engine processes for an ordered stop only where the raylet
-    # reaps orphans; a pod without it would still be safe, but noisy. All of ours set it.
-    pods = list(_ray_pods(list(yaml.safe_load_all(path.read_text()))))
-    if not pods:
-        pytest.skip(f"{path.name}: no Ray pods")
-    for pod in pods:
-        env = {e["name"]: e.get("value") for e in pod["containers"][0].get("env", [])}
-        assert env.get("RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper") == "true", path

@@ -37,7 +37,6 @@ from ultrachat import observability
 from ultrachat.config.base import FailurePolicy, PoolResources
 from ultrachat.errors import PartialFailure
 from ultrachat.llm.base import BackendDeadError
-from ultrachat.local_env import SUBREAPER_ENV
 from ultrachat.logs import setup_logging
 from ultrachat.observability import actor_name, named
 from ultrachat.stages.progress import ProgressReporter, StageTracker, too_many_failed
@@ -142,9 +141,10 @@ class PoolWorker:
 
     def _close_with_ray_data_context(self) -> None:
         # On graceful actor exit Ray Data's __ray_shutdown__ drops the context that holds this UDF.
-        # __del__ is not reliable then (a finished call's frame can keep this object alive), and
-        # atexit runs during interpreter teardown; a finalizer on the context runs right there (and
-        # at exit if the context outlives the interpreter's shutdown start).
+        # __del__ is not reliable then (a finished call's frame can keep this object alive), and at
+        # interpreter teardown vLLM's own finalizers fail on half-torn-down modules. A finalizer on
+        # the context stops the engines inside __ray_shutdown__ (and at exit otherwise). Ray 2.60 has
+        # killed the actor's child processes by then (docs/generation.md), so this frees the client.
         context = getattr(ray.data, "_map_actor_context", None)
         if context is not None:
             weakref.finalize(context, self.close)
@@ -155,17 +155,6 @@ class PoolWorker:
         if handler is not None:
             logger.debug("actor exiting: stopping its engines")
             handler.close()
-
-
-def actor_runtime_env() -> dict:
-    """Ray 2.60 kills an exiting actor's child processes before it runs ``__ray_shutdown__``: vLLM's
-    engine core dies under a live engine client (tracebacks, a relaunched resource tracker). When
-    the raylet reaps what a dead worker leaves (its subreaper setting, which the local Ray and our
-    manifests turn on), the actors keep their children until ``PoolWorker.close`` has stopped the
-    engines in order. Without it, Ray's own kill stays: noisy logs, but no orphaned engine."""
-    if os.environ.get(SUBREAPER_ENV, "").lower() in ("1", "true"):
-        return {"env_vars": {"RAY_kill_child_processes_on_worker_exit": "0"}}
-    return {}
 
 
 @dataclass
@@ -215,7 +204,6 @@ def run_pool_stage(stage: PoolStage, rows, total: int, sink, prior: Counter | No
             batch_size=stage.batch_size, batch_format="pyarrow", num_cpus=pool.num_cpus, num_gpus=pool.num_gpus,
             # Ray Data's defaults retry forever; bounded, a batch that keeps killing actors ends.
             max_restarts=stage.failures.max_actor_restarts, max_task_retries=stage.failures.max_batch_attempts,
-            runtime_env=actor_runtime_env(),
             fn_constructor_kwargs={"handler_factory": stage.handler_factory, "key": stage.key, "schema": stage.schema,
                                    "tracker_name": tracker_name, "namespace": namespace,
                                    "failures": stage.failures.model_dump(), "secrets": stage.secrets,
