@@ -4,12 +4,11 @@ nonzero exit, its one-line reason and the JSON summary as the last stdout line (
 tests/integration/test_generate.py)."""
 
 import sys
-import time
 
 import pyarrow as pa
 import pytest
 
-from processes import descendants_matching, kill_from_outside, processes_matching, wait_for
+from processes import kill_from_outside, processes_matching, wait_for
 from generate_runs import REPO, SAMPLE, SAMPLE_IDS, finish, openai_config, read_dialogues, start_job
 from training_runs import finish_train, logged_steps, start_train, train_config, write_data
 from ultrachat.devtools.fake_openai import FakeOpenAIServer
@@ -54,10 +53,6 @@ def test_an_actor_that_cannot_come_back_fails_the_job_cleanly(ray_address, tmp_p
 
 
 def test_a_dead_vllm_engine_is_replaced_by_a_restarted_actor(ray_address, small_model_dir, tmp_path):
-    # An earlier test's actor may still be stopping its engine in order; kill only this job's.
-    deadline = time.monotonic() + 120
-    while descendants_matching("EngineCore", "DialogueWorker") and time.monotonic() < deadline:
-        time.sleep(0.5)
     out = tmp_path / "out"
     process = start_job(REPO / "configs" / "generate" / "local.yaml", f"output_dir={out}", "stages=[dialogues]",
                         f"openings.path={SAMPLE}", "openings.limit=8", "actors.dialogues_per_batch=2",

@@ -55,21 +55,14 @@ def processes_matching(text: str) -> list[psutil.Process]:
     return found
 
 
-def descendants_matching(text: str, ancestor: str) -> list[psutil.Process]:
-    """Live processes matching ``text`` that descend from a process matching ``ancestor``."""
-    descendants = set()
-    for parent in processes_matching(ancestor):
-        try:
-            descendants.update(child.pid for child in parent.children(recursive=True))
-        except psutil.NoSuchProcess:
-            pass
-    return [proc for proc in processes_matching(text) if proc.pid in descendants]
-
-
 def kill_from_outside(text: str, children_only: str | None = None) -> list[int]:
     """SIGKILL the processes matching ``text``, as the OS's OOM killer or a crash would end them; with
     ``children_only``, only those descended from a process matching that. Returns the pids killed."""
-    targets = processes_matching(text) if children_only is None else descendants_matching(text, children_only)
+    targets = processes_matching(text)
+    if children_only is not None:
+        parents = processes_matching(children_only)
+        descendants = {child.pid for parent in parents for child in parent.children(recursive=True)}
+        targets = [proc for proc in targets if proc.pid in descendants]
     killed = []
     for proc in targets:
         try:

@@ -149,11 +149,11 @@ def _check_trainable(stage: TrainStage, prepared: PreparedData, num_files: int) 
         raise InputError(f"num_workers: {prepared.train_rows} training rows cannot feed {stage.num_workers} "
                          f"workers (each needs at least one). Fix: lower num_workers or add data")
     # Dialogues the generator filtered (status != kept) are skipped by design; anything else is news.
-    if skipped.get("skipped_status_not_kept"):
-        logger.info("left out %d dialogue(s) whose status is not kept", skipped["skipped_status_not_kept"])
-    unexpected = {k: v for k, v in skipped.items() if k != "skipped_status_not_kept"}
-    if unexpected:
-        logger.warning("skipped records: %s (counted; the rest train)", unexpected)
+    filtered = skipped.pop("skipped_status_not_kept", 0)
+    if filtered:
+        logger.info("left out %d dialogue(s) whose status is not kept", filtered)
+    if skipped:
+        logger.warning("skipped records: %s (counted; the rest train)", skipped)
     if counts["truncated_rounds"]:
         logger.warning("%d single rounds were longer than max_seq_len %d and were truncated to it",
                        counts["truncated_rounds"], stage.max_seq_len)
