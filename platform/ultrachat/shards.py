@@ -52,11 +52,17 @@ class ShardSink(Datasink):
         return table.num_rows
 
     def _write(self, out_dir: str, table: pa.Table) -> None:
-        keys = "\n".join(sorted(table.column(self.key).to_pylist()))
-        name = f"part-{hashlib.sha1(keys.encode()).hexdigest()[:20]}.parquet"
-        filesystem, root = filesystem_for(out_dir)
-        filesystem.create_dir(root, recursive=True)
-        _write_atomic(filesystem, posixpath.join(root, name), table)
+        write_shard(out_dir, table, self.key)
+
+
+def write_shard(out_dir: str, table: pa.Table, key: str = "id") -> str:
+    """Write ``table`` atomically as ``out_dir/part-<hash of its keys>.parquet``; returns the path."""
+    keys = "\n".join(sorted(str(k) for k in table.column(key).to_pylist()))
+    name = f"part-{hashlib.sha1(keys.encode()).hexdigest()[:20]}.parquet"
+    filesystem, root = filesystem_for(out_dir)
+    filesystem.create_dir(root, recursive=True)
+    _write_atomic(filesystem, posixpath.join(root, name), table)
+    return join(out_dir, name)
 
 
 def read_column(out_dir: str, columns: list[str], schema: pa.Schema) -> pa.Table:

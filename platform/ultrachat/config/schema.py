@@ -16,6 +16,7 @@ from ultrachat.config.base import LeaseSettings, LogLevel, Section
 from ultrachat.config.generation import GenerateStage
 from ultrachat.config.pipeline import STAGES, PipelineServe, PipelineTrain, Stage, check_stage_order
 from ultrachat.config.serving import ServeStage
+from ultrachat.config.stats import StatsStage
 from ultrachat.config.training import TrainStage
 from ultrachat.storage import StoragePath
 
@@ -60,6 +61,10 @@ class GenerateConfig(JobSettings, GenerateStage):
     pass
 
 
+class StatsConfig(JobSettings, StatsStage):
+    pass
+
+
 class TrainConfig(JobSettings, TrainStage):
     pass
 
@@ -89,6 +94,7 @@ class PipelineConfig(JobSettings):
 
 JOB_SCHEMAS: dict[str, type[JobSettings]] = {
     "generate": GenerateConfig,
+    "stats": StatsConfig,
     "train": TrainConfig,
     "serve": ServeConfig,
     "pipeline": PipelineConfig,

@@ -1,0 +1,173 @@
+"""Any dialogue set, read as one canonical row per dialogue.
+
+Three layouts are understood, per file: our generate output (Parquet with ``messages``, ``status``,
+``sector``), an HF ``messages`` column of ``{role, content}`` (ultrachat_200k), and ShareGPT's
+``conversations`` of ``{from, value}``. Parquet is streamed by Ray Data row group by row group (only the
+needed columns); JSONL files go to the parse tasks whole, so each row knows its ``file:line``.
+
+A dialogue that cannot be measured (empty, one-sided, non-string content, unknown role) is not
+dropped: it becomes a row with ``problem`` set, counted by reason with example sources in the report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from typing import Any
+
+import pyarrow as pa
+
+from ultrachat.errors import InputError
+from ultrachat.inputs import EXTENSIONS, Malformed, list_input_files, read_records
+from ultrachat.storage import filesystem_for
+
+CANONICAL_SCHEMA = pa.schema([
+    ("key", pa.string()),  # content hash: identical dialogues share it (sampling, caches)
+    ("source", pa.string()),  # file:line, file#id or file
+    ("sector", pa.string()),
+    ("status", pa.string()),
+    ("roles", pa.list_(pa.string())),  # "user" / "assistant" only; system messages are counted apart
+    ("texts", pa.list_(pa.string())),
+    ("system_messages", pa.int64()),
+    ("problem", pa.string()),  # "" for a measurable dialogue, else why not
+])
+
+# ShareGPT speaker names seen in the wild -> chat roles.
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "model": "assistant",
+                  "system": "system"}
+CHAT_ROLES = {"user": "user", "assistant": "assistant", "system": "system"}
+_ID_COLUMNS = ("id", "prompt_id")
+_FIX = ("Fix: give dialogues as a `messages` column of {role, content} (our generate output, "
+        "HF ultrachat_200k) or a ShareGPT `conversations` column of {from, value}")
+
+
+def content_key(roles: list[str], texts: list[str]) -> str:
+    payload = json.dumps([roles, texts], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.blake2b(payload.encode("utf-8"), digest_size=12).hexdigest()
+
+
+def _turns(field: str, turns: Any) -> tuple[list[str], list[str], int, str]:
+    """(roles, texts, system messages, problem) of one dialogue's message list."""
+    role_key, text_key, names = ("role", "content", CHAT_ROLES) if field == "messages" else \
+        ("from", "value", SHAREGPT_ROLES)
+    if turns is None or isinstance(turns, (str, bytes)) or not hasattr(turns, "__iter__"):
+        return [], [], 0, f"'{field}' is not a list of messages"
+    roles, texts, system = [], [], 0
+    for number, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            return [], [], 0, f"{field}[{number}] is not an object with '{role_key}' and '{text_key}'"
+        role = names.get(str(turn.get(role_key) or "").strip().lower())
+        if role is None:
+            return [], [], 0, f"{field}[{number}] has unknown {role_key} {turn.get(role_key)!r}"
+        text = turn.get(text_key)
+        if not isinstance(text, str):
+            return [], [], 0, f"{field}[{number}].{text_key} is {type(text).__name__}, not a string"
+        if role == "system":
+            system += 1
+            continue
+        roles.append(role)
+        texts.append(text)
+    if not roles:
+        return [], [], system, "empty dialogue (no user or assistant messages)"
+    if len(set(roles)) == 1:
+        return [], [], system, f"one-sided dialogue (only {roles[0]} messages)"
+    return roles, texts, system, ""
+
+
+def to_canonical(record: Any, source: str) -> dict:
+    """One input record (a JSON object or a Parquet row) -> a canonical row."""
+    row = {"key": "", "source": source, "sector": None, "status": None, "roles": [], "texts": [],
+           "system_messages": 0, "problem": ""}
+    if isinstance(record, Malformed):
+        row["problem"] = record.reason
+        return row
+    if not isinstance(record, dict):
+        row["problem"] = f"record is {type(record).__name__}, not an object"
+        return row
+    field = "messages" if "messages" in record else "conversations" if "conversations" in record else None
+    if field is None:
+        row["problem"] = f"no 'messages' or 'conversations' field (has {sorted(record)[:8]})"
+        return row
+    record_id = next((record[c] for c in _ID_COLUMNS if record.get(c) is not None), None)
+    if record_id is not None and "#" in source:
+        row["source"] = f"{source.rsplit('#', 1)[0]}#{record_id}"
+    for column in ("sector", "status"):
+        value = record.get(column)
+        row[column] = None if value is None else str(value)
+    roles, texts, system, problem = _turns(field, record[field])
+    row.update(roles=roles, texts=texts, system_messages=system, problem=problem)
+    if not problem:
+        row["key"] = content_key(roles, texts)
+    return row
+
+
+def _parquet_columns(path: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    filesystem, root = filesystem_for(path)
+    try:
+        names = pq.read_schema(root, filesystem=filesystem).names
+    except Exception as err:
+        raise InputError(f"input.path: {path} is not a readable Parquet file ({err}). Fix: replace or remove "
+                         f"it") from None
+    dialogue = [c for c in ("messages", "conversations") if c in names]
+    if not dialogue:
+        raise InputError(f"input.path: {path} has no 'messages' or 'conversations' column (columns: "
+                         f"{names[:12]}). {_FIX}")
+    return dialogue[:1] + [c for c in ("sector", "status", *_ID_COLUMNS) if c in names]
+
+
+def _parquet_rows(batch: pa.Table) -> pa.Table:
+    rows = []
+    for record in batch.to_pylist():
+        path = record.pop("path")
+        rows.append(to_canonical(record, f"{path}#"))
+    return pa.Table.from_pylist([_plain_source(r) for r in rows], schema=CANONICAL_SCHEMA)
+
+
+def _typed(batch: pa.Table) -> pa.Table:
+    # Rows built by flat_map get inferred types (an all-empty list column is list<null>): fix them.
+    return pa.Table.from_pylist(batch.to_pylist(), schema=CANONICAL_SCHEMA)
+
+
+def _plain_source(row: dict) -> dict:
+    # A Parquet row without an id is named by its file (Ray Data streams row groups without row numbers).
+    if row["source"].endswith("#"):
+        row["source"] = row["source"][:-1]
+    return row
+
+
+def input_files(path: str, fmt: str) -> tuple[list[str], list[str]]:
+    """(parquet files, jsonl files) under ``path``; Parquet schemas are checked up front, so a file
+    without a dialogue column fails the job before any work, named."""
+    files = list_input_files(path, fmt, "input.path")
+    parquet = [f for f in files if f.endswith(EXTENSIONS["parquet"])]
+    for file in parquet:
+        _parquet_columns(file)
+    return parquet, [f for f in files if f not in set(parquet)]
+
+
+def read_dialogues(parquet: list[str], jsonl: list[str]):
+    """A Ray Dataset of canonical rows (CANONICAL_SCHEMA) over every input file."""
+    import ray
+
+    parts = []
+    by_columns: dict[tuple[str, ...], list[str]] = {}
+    for file in parquet:
+        by_columns.setdefault(tuple(_parquet_columns(file)), []).append(file)
+    for columns, files in sorted(by_columns.items()):
+        filesystem, _ = filesystem_for(files[0])
+        roots = [filesystem_for(f)[1] for f in files]
+        ds = ray.data.read_parquet(roots, filesystem=filesystem, columns=list(columns), include_paths=True)
+        parts.append(ds.map_batches(_parquet_rows, batch_format="pyarrow", batch_size=512))
+    if jsonl:
+        parts.append(read_records(jsonl, to_canonical).map_batches(_typed, batch_format="pyarrow", batch_size=512))
+    return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
+
+
+def describe_files(parquet: list[str], jsonl: list[str]) -> str:
+    files = parquet + jsonl
+    shown = ", ".join(posixpath.basename(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
+    return f"{len(parquet)} Parquet + {len(jsonl)} JSONL files ({shown})"
