@@ -33,8 +33,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The main job on the local default, the whole platform in a few minutes: UltraChat dialogues (vLLM CPU,
-# tiny model) -> fine-tune (Ray Train + DeepSpeed) -> export -> serve (Ray Serve + vLLM) -> a chat reply.
-# Output: outputs/pipeline-local/{generate,train,serve}/; a re-run skips what is done.
+# tiny model) -> data statistics (the paper's table) -> fine-tune (Ray Train + DeepSpeed) -> export -> serve (Ray Serve + vLLM) -> a chat reply.
+# Output: outputs/pipeline-local/{generate,stats,train,serve}/; a re-run skips what is done.
 demo: setup
 	$(VENV)/bin/ultrachat pipeline --config configs/pipeline/local.yaml
 

@@ -1,4 +1,4 @@
-"""The pipeline job: generate -> train (with export) -> serve -> one chat request, on one Ray.
+"""The pipeline job: generate -> stats -> train (with export) -> serve -> one chat request, on one Ray.
 
 Each stage is the stage's own job, run in this process with its own ``output_dir/<stage>`` and
 resolved config, so the stages keep their resume rules: generation runs only the dialogues not in
@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 
 from ultrachat import storage
-from ultrachat.config.pipeline import PipelineServe
-from ultrachat.config.schema import GenerateConfig, PipelineConfig, ServeConfig, TrainConfig
+from ultrachat.config.pipeline import STAGES, PipelineServe
+from ultrachat.config.schema import GenerateConfig, PipelineConfig, ServeConfig, StatsConfig, TrainConfig
 from ultrachat.generate import run_generate
 from ultrachat.generation.records import DIALOGUE_SCHEMA
 from ultrachat.generation.run import DIALOGUES_DIR
@@ -52,11 +52,17 @@ def stage_configs(config: PipelineConfig) -> dict:
         model["source"] = model["source"] or export
     # A pipeline that keeps serving on a cluster hands the app over like `serve deploy` does.
     serve["detach"] = config.serve.detach and config.serve.keep_serving
-    return {
+    configs = {
         "generate": GenerateConfig.model_validate({**job_keys("generate"), **config.generate.model_dump()}),
         "train": TrainConfig.model_validate({**job_keys("train"), **train}),
         "serve": ServeConfig.model_validate({**job_keys("serve"), **serve}),
     }
+    if "stats" in config.stages:  # its tokenizer default exists only when the stage runs (validated so)
+        stats = config.stats.model_dump()
+        stats["input"]["path"] = stats["input"]["path"] or dialogues
+        stats["tokenizer"] = config.stats_tokenizer()
+        configs["stats"] = StatsConfig.model_validate({**job_keys("stats"), **stats})
+    return {stage: configs[stage] for stage in STAGES if stage in configs}
 
 
 @dataclass
@@ -104,6 +110,13 @@ def _generate(config: GenerateConfig, _serve: PipelineServe) -> StageResult:
             artifacts["dialogues_jsonl"] = counts["jsonl"]
         skipped = skipped and counts["dialogues"] == counts["already_done"]
     return StageResult(counts, skipped, artifacts)
+
+
+def _stats(config: StatsConfig, _serve: PipelineServe) -> StageResult:
+    from ultrachat.stats.run import run_stats
+
+    counts = run_stats(config)
+    return StageResult(counts, artifacts={"stats_report": counts["report"], "stats_json": counts["stats_json"]})
 
 
 def _train(config: TrainConfig, _serve: PipelineServe) -> StageResult:
@@ -161,7 +174,7 @@ def _absolute(path: str) -> str:
     return path if storage.is_uri(path) else os.path.abspath(path)
 
 
-_RUNNERS = {"generate": _generate, "train": _train, "serve": _serve}
+_RUNNERS = {"generate": _generate, "stats": _stats, "train": _train, "serve": _serve}
 
 
 def _example_dialogue(dialogues_dir: str, width: int = 240) -> list[str]:
@@ -188,6 +201,11 @@ def _report(artifacts: dict, results: dict[str, StageResult]) -> str:
         statuses = {k[len('status_'):]: v for k, v in counts.items() if k.startswith("status_")}
         lines.append(f"  {'dialogues:':18} {counts['dialogues']} {statuses}")
         lines += _example_dialogue(counts["dialogues_dir"]) if "dialogues_dir" in counts else []
+    if "stats" in results:
+        head = results["stats"].counts["overall"]
+        lines.append(f"  {'data quality:':18} avg turns {head['avg_turns']}, avg utterance tokens "
+                     f"{head['avg_utterance_tokens']}, MTLD {head['mtld']}, topic similarity {head['topic_similarity']}"
+                     f" (the paper's table beside it: {results['stats'].counts['report']})")
     if "serve" in results:
         serve = results["serve"].counts
         state = "stopped" if serve["stopped"] else "still serving"

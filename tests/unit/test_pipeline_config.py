@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from ultrachat.config import load_config
-from ultrachat.config.schema import GenerateConfig, ServeConfig, TrainConfig
+from ultrachat.config.schema import GenerateConfig, ServeConfig, StatsConfig, TrainConfig
 from ultrachat.errors import ConfigError
 from ultrachat.pipeline import stage_configs
 
@@ -21,11 +21,16 @@ def load(*overrides):
 def test_each_stage_gets_its_own_job_config_linked_to_the_previous_stage(tmp_path):
     config = load(f"output_dir={tmp_path}/run", "run_name=demo")
     configs = stage_configs(config)
-    generate, train, serve = configs["generate"], configs["train"], configs["serve"]
+    generate, stats, train, serve = configs["generate"], configs["stats"], configs["train"], configs["serve"]
     assert isinstance(generate, GenerateConfig) and isinstance(train, TrainConfig) and isinstance(serve, ServeConfig)
-    assert [c.output_dir for c in configs.values()] == [f"{tmp_path}/run/{s}" for s in ("generate", "train", "serve")]
-    assert [c.run_name for c in configs.values()] == ["demo-generate", "demo-train", "demo-serve"]
+    assert isinstance(stats, StatsConfig)
+    stages = ("generate", "stats", "train", "serve")
+    assert [c.output_dir for c in configs.values()] == [f"{tmp_path}/run/{s}" for s in stages]
+    assert [c.run_name for c in configs.values()] == [f"demo-{s}" for s in stages]
     assert train.data.paths == [f"{tmp_path}/run/generate/dialogues"]
+    # Statistics of the generate stage's dialogues, in the tokens of the model that wrote them; no judge.
+    assert stats.input.path == f"{tmp_path}/run/generate/dialogues" and stats.judge is None
+    assert stats.tokenizer == config.generate.assistant.chat.model
     # The served model is the train stage's export, by an absolute path the replicas can open.
     assert serve.models[0].source == f"{tmp_path}/run/train/export" and serve.models[0].name == "ultrallama-smollm2"
     assert serve.detach is False and generate.ray == config.ray == train.ray
@@ -56,8 +61,17 @@ def test_stages_run_in_pipeline_order_and_need_what_they_link_to():
         load("stages=[train,train]")
     with pytest.raises(ConfigError, match="train stage's export, but train is not in stages"):
         load("stages=[generate,serve]")
-    with pytest.raises(ConfigError, match="'generate', 'train' or 'serve' \\(got 'serv'\\)"):
+    with pytest.raises(ConfigError, match="'generate', 'stats', 'train' or 'serve' \\(got 'serv'\\)"):
         load("stages=[generate,serv]")
+    assert "stats" not in stage_configs(load("stages=[generate,train]"))
+
+
+def test_stats_stage_needs_a_tokenizer_when_the_assistant_is_an_api():
+    api = ["generate.assistant.chat={backend: openai, base_url: 'http://127.0.0.1:9/v1', model: m}"]
+    with pytest.raises(ConfigError, match="stats.tokenizer: not set"):
+        load(*api)
+    assert stage_configs(load(*api, "stats.tokenizer=tiny:tiny"))["stats"].tokenizer == "tiny:tiny"
+    assert "stats" not in stage_configs(load(*api, "stages=[generate,train,serve]"))
 
 
 def test_keep_serving_on_a_cluster_detaches_only_when_asked():

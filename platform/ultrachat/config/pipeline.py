@@ -12,12 +12,23 @@ from typing import Literal
 from pydantic import Field
 
 from ultrachat.config.base import Section
+from ultrachat.config.base import ModelRef
 from ultrachat.config.serving import ServedModel, ServedSource, ServeStage
+from ultrachat.config.stats import StatsInput, StatsStage
 from ultrachat.config.training import TrainData, TrainStage
 from ultrachat.storage import StoragePath
 
-STAGES = ("generate", "train", "serve")
-Stage = Literal["generate", "train", "serve"]
+STAGES = ("generate", "stats", "train", "serve")
+Stage = Literal["generate", "stats", "train", "serve"]
+
+
+class PipelineStatsInput(StatsInput):
+    path: StoragePath | None = Field(default=None, description="default: the generate stage's dialogues")
+
+
+class PipelineStats(StatsStage):
+    input: PipelineStatsInput = PipelineStatsInput()
+    tokenizer: ModelRef | None = Field(default=None, description="default: the generate stage's assistant model")
 
 
 class PipelineTrainData(TrainData):

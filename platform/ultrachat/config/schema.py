@@ -14,7 +14,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from ultrachat.config.base import LeaseSettings, LogLevel, Section
 from ultrachat.config.generation import GenerateStage
-from ultrachat.config.pipeline import STAGES, PipelineServe, PipelineTrain, Stage, check_stage_order
+from ultrachat.config.pipeline import STAGES, PipelineServe, PipelineStats, PipelineTrain, Stage, check_stage_order
 from ultrachat.config.serving import ServeStage
 from ultrachat.config.stats import StatsStage
 from ultrachat.config.training import TrainStage
@@ -74,18 +74,28 @@ class ServeConfig(JobSettings, ServeStage):
 
 
 class PipelineConfig(JobSettings):
-    """generate -> train -> serve in one job; see config/pipeline.py for how the stages are linked."""
+    """generate -> stats -> train -> serve in one job; see config/pipeline.py for how the stages are linked."""
 
     stages: Annotated[list[Stage], AfterValidator(check_stage_order)] = Field(default=list(STAGES), min_length=1)
     generate: GenerateStage
+    stats: PipelineStats = PipelineStats()
     train: PipelineTrain
     serve: PipelineServe = PipelineServe()
 
     def local_ray_env(self) -> dict[str, str]:
         return self.serve.local_ray_env() if "serve" in self.stages else {}
 
+    def stats_tokenizer(self) -> str | None:
+        """The stats stage's tokenizer: its own, else the model the generate stage's assistant ran."""
+        assistant = self.generate.assistant
+        default = assistant.chat.model if assistant is not None and assistant.chat.backend == "vllm" else None
+        return self.stats.tokenizer or default
+
     @model_validator(mode="after")
     def _linked(self):
+        if "stats" in self.stages and self.stats.tokenizer is None and self.stats_tokenizer() is None:
+            raise ValueError("stats.tokenizer: not set and the generate stage's assistant is not a vllm model to "
+                             "default to; fix: set stats.tokenizer (an HF model dir, hub id or local:/tiny: ref)")
         if "serve" in self.stages and "train" not in self.stages and any(m.source is None for m in self.serve.models):
             raise ValueError("serve.models: a model without `source` serves the train stage's export, but train is "
                              "not in stages; fix: keep train in stages (a finished run is skipped) or set the source")

@@ -1,6 +1,7 @@
 """A real OpenAI-compatible HTTP server on 127.0.0.1 that stands in for a paid API in tests and benchmarks.
 
-It speaks `GET /v1/models` and non-streaming `POST /v1/chat/completions`, answers with scripted or
+It speaks `GET /v1/models`, non-streaming `POST /v1/chat/completions` and `POST /v1/embeddings` (a
+hashed bag of words: equal texts embed equal, texts sharing words embed close), answers with scripted or
 deterministic pseudo-random text, and injects faults (429 with Retry-After, 5xx, hangs, malformed JSON,
 empty replies) on demand, so client retry logic is exercised over real sockets.
 
@@ -67,6 +68,7 @@ class FakeStats:
     total: int = 0  # every request to /v1/chat/completions, faulted or not
     ok: int = 0  # answered 200 with a well-formed completion (including "empty")
     unauthorized: int = 0
+    embedding_requests: int = 0  # every request to /v1/embeddings
     faults: collections.Counter = field(default_factory=collections.Counter)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -77,6 +79,13 @@ class FakeStats:
 
 def _words(text: object) -> int:
     return len(str(text).split()) if text else 0
+
+
+def _bag_of_words(text: str, dims: int = 64) -> list[float]:
+    vector = [0.0] * dims
+    for word in text.lower().split():
+        vector[int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "little") % dims] += 1.0
+    return vector
 
 
 def _random_reply(messages: object) -> str:
@@ -163,6 +172,24 @@ class FakeOpenAIServer:
         finally:  # also on cancellation, when the client gave up
             stats.in_flight -= 1
 
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        self.stats.embedding_requests += 1
+        if not self._authorized(request):
+            return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+        body = await request.json()
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            return _error(400, "'input' must be a string or a list of strings", "invalid_request_error")
+        fault = self._next_fault()
+        if fault and fault.isdigit():
+            self.stats.faults[fault] += 1
+            return _error(int(fault), f"injected HTTP {fault} (fake)", "server_error")
+        data = [{"object": "embedding", "index": i, "embedding": _bag_of_words(t)} for i, t in enumerate(texts)]
+        tokens = sum(_words(t) for t in texts)
+        return web.json_response({"object": "list", "data": data, "model": body.get("model") or self.behavior.model,
+                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
     async def _answer(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
             self.stats.unauthorized += 1
@@ -227,6 +254,7 @@ class FakeOpenAIServer:
         app = web.Application()
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
         # handler_cancellation: a client that gives up ends its handler, so in_flight stays truthful.
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
         await self._runner.setup()

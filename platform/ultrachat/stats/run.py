@@ -54,7 +54,10 @@ def run_stats(config) -> dict:
     stats = report.build_stats(config, aggregate, topic, coherence, duplicates, len(parquet) + len(jsonl))
     paths = report.write_outputs(config, stats)
     counts = {"dialogues": overall.dialogues, "rows": aggregate.rows, "problems": sum(aggregate.problems.values()),
-              **{k: v for k, v in paths.items()}, "overall": report.headline(stats)}
+              **paths, "overall": report.headline(stats),
+              # Paid work this run did; a re-run on the same data reuses the cache and reports 0.
+              "embedded_now": topic["embedded_now"] if topic else 0,
+              "judged_now": coherence["judged_now"] if coherence else 0}
     if coherence is not None and coherence["failed_fraction"] > config.judge.max_failed_fraction:
         raise PartialFailure(
             f"judge: {coherence['failed'] + coherence['unparseable']} of {coherence['planned']} verdicts failed or "
