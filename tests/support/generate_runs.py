@@ -14,9 +14,9 @@ SAMPLE = REPO / "platform" / "ultrachat" / "data" / "sample_openings.jsonl"
 SAMPLE_IDS = {json.loads(line)["id"] for line in SAMPLE.read_text().splitlines() if line.strip()}
 
 
-def start_job(config: Path, *overrides, env_extra=None):
+def start_job(config: Path, *overrides, env_extra=None, job="generate"):
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.Popen([sys.executable, str(REPO / "jobs" / "generate.py"), "--config", str(config), *overrides],
+    return subprocess.Popen([sys.executable, str(REPO / "jobs" / f"{job}.py"), "--config", str(config), *overrides],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 
@@ -27,8 +27,8 @@ def finish(process, timeout=900):
     return process.returncode, (json.loads(lines[-1]) if lines else None), stderr
 
 
-def run_job(config, *overrides, env_extra=None, timeout=900):
-    return finish(start_job(config, *overrides, env_extra=env_extra), timeout)
+def run_job(config, *overrides, env_extra=None, timeout=900, job="generate"):
+    return finish(start_job(config, *overrides, env_extra=env_extra, job=job), timeout)
 
 
 def read_dialogues(out_dir: Path) -> pd.DataFrame:

