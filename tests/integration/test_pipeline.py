@@ -57,6 +57,11 @@ def test_the_pipeline_resumes_after_a_failure_and_ends_with_a_served_reply(pipel
     assert generated.num_rows == 12  # the shipped demo openings
     assert set(generated.column("sector").to_pylist()) == {"I", "II", "III"}
     assert not (out / "train" / "export").exists()
+    # The stats stage ran between them: the paper's table for these dialogues.
+    stats = json.loads((out / "stats" / "stats.json").read_text())
+    assert stats["overall"]["dialogues"]["value"] == generated.to_pydict()["status"].count("kept")
+    assert stats["overall"]["coherence"] is None and stats["overall"]["mtld"]["value"] > 0
+    assert "| UltraChat | 1,468,352" in (out / "stats" / "report.md").read_text()
 
     # Run 2: the same command without the mistake finishes the rest.
     code, summary, stderr = pipeline_run["run"]()
@@ -65,11 +70,12 @@ def test_the_pipeline_resumes_after_a_failure_and_ends_with_a_served_reply(pipel
     assert stages["generate"]["skipped"] and stages["generate"]["already_done"] == 12
     assert not stages["train"]["skipped"] and stages["train"]["total_steps"] >= 1
     assert stages["train"]["data"]["train_dialogues"] == generated.to_pydict()["status"].count("kept")
+    assert stages["stats"]["embedded_now"] == 0  # the first run's embeddings, from the cache
     serve = stages["serve"]
     assert serve["base_url"] == f"http://127.0.0.1:{pipeline_run['direct_port']}/v1"
     assert "paris" in serve["reply"].lower(), serve["reply"]  # "What is the capital of France?", greedy
     assert serve["stopped"]
-    for stage in ("1/3: generate", "2/3: train", "3/3: serve"):
+    for stage in ("1/4: generate", "2/4: stats", "3/4: train", "4/4: serve"):
         assert f"stage {stage}" in stderr
     assert "step 1 | loss" in stderr  # training progress, followed from metrics.jsonl on the driver
     # A reader's terminal: the workers' output stays in Ray's log files, teardown leaves no traceback.
@@ -80,13 +86,14 @@ def test_the_pipeline_resumes_after_a_failure_and_ends_with_a_served_reply(pipel
     export = Path(artifacts["model"])
     assert export == out / "train" / "export" and (export / "config.json").is_file()
     assert json.loads((export / "ultrachat_export.json").read_text())["steps"] == stages["train"]["total_steps"]
-    for key in ("dialogues", "dialogues_jsonl", "checkpoints", "train_metrics"):
+    for key in ("dialogues", "dialogues_jsonl", "stats_report", "stats_json", "checkpoints", "train_metrics"):
         assert Path(artifacts[key]).exists(), key
     for path in artifacts["resolved_configs"]:
         assert yaml.safe_load(Path(path).read_text())["output_dir"].startswith(str(out))
     report = stderr[stderr.index("pipeline finished"):]
     assert str(export) in report and f"reply:             {serve['reply']!r}" in report
     assert "one dialogue:" in report and "assistant: " in report
+    assert f"the paper's table beside it: {out / 'stats' / 'report.md'}" in report
 
     with socket.socket() as sock:  # the server was stopped after the reply
         assert sock.connect_ex(("127.0.0.1", pipeline_run["direct_port"])) != 0

@@ -41,14 +41,18 @@ def run_stats(config) -> dict:
     if storage.exists(keys_dir):
         storage.remove_dir(keys_dir)  # keys of an earlier run: recomputed with this one's dialogues
     dataset = read_dialogues(parquet, jsonl)
+    timings, started = {}, time.monotonic()
     aggregate, samples = _measure(config, dataset, tokenizer_dir, keys_dir)
+    timings["measure_s"] = round(time.monotonic() - started, 1)
     overall = aggregate.groups.get("overall")
     if overall is None or overall.dialogues == 0:
         raise InputError(_nothing_measurable(config, aggregate))
     if config.dry_run:
         return _plan(config, aggregate, samples)
     duplicates = _duplicates(config, keys_dir)
+    timings["duplicates_s"] = round(time.monotonic() - started - timings["measure_s"], 1)
     topic = _topic(config, dataset, samples["topic"], embedder_dir, secrets)
+    timings["topic_s"] = round(time.monotonic() - started - timings["measure_s"] - timings["duplicates_s"], 1)
     coherence = _coherence(config, dataset, samples["judge"], secrets)
     stats = report.build_stats(config, aggregate, topic, coherence, duplicates, len(parquet) + len(jsonl))
     paths = report.write_outputs(config, stats)
@@ -56,7 +60,8 @@ def run_stats(config) -> dict:
               **paths, "overall": report.headline(stats),
               # Paid work this run did; a re-run on the same data reuses the cache and reports 0.
               "embedded_now": topic["embedded_now"] if topic else 0,
-              "judged_now": coherence["judged_now"] if coherence else 0}
+              "judged_now": coherence["judged_now"] if coherence else 0,
+              "timings": {**timings, "total_s": round(time.monotonic() - started, 1)}}
     if coherence is not None and coherence["failed_fraction"] > config.judge.max_failed_fraction:
         raise PartialFailure(
             f"judge: {coherence['failed'] + coherence['unparseable']} of {coherence['planned']} verdicts failed or "
@@ -89,6 +94,8 @@ def _api_keys(config) -> dict[str, str]:
 
 
 def _measure(config, dataset, tokenizer_dir: str | None, keys_dir: str) -> tuple[Aggregate, dict]:
+    import ray
+
     from ultrachat.stats.measure import DialogueMeter
 
     dedup = config.near_duplicates
@@ -97,7 +104,8 @@ def _measure(config, dataset, tokenizer_dir: str | None, keys_dir: str) -> tuple
     actors = config.actors
     measured = dataset.map_batches(
         DialogueMeter, batch_format="pyarrow", batch_size=actors.dialogues_per_batch,
-        concurrency=(actors.min_actors, actors.max_actors), num_cpus=actors.num_cpus, num_gpus=actors.num_gpus,
+        compute=ray.data.ActorPoolStrategy(min_size=actors.min_actors, max_size=actors.max_actors),
+        num_cpus=actors.num_cpus, num_gpus=actors.num_gpus,
         fn_constructor_kwargs={"tokenizer_path": tokenizer_dir, "threshold": config.mtld.threshold,
                                "overall_statuses": config.input.overall_statuses, "topic_seed": config.topic.seed,
                                "judge_seed": config.judge.seed if config.judge else 0, "keys_dir": keys_dir,
@@ -145,6 +153,7 @@ def _duplicates(config, keys_dir: str) -> dict | None:
 
 def _topic(config, dataset, sample: BottomK, model_dir: str | None, secrets: dict) -> dict | None:
     import numpy as np
+    import ray
 
     from ultrachat.stats.topic import embedder_id, similarity_stats
 
@@ -162,7 +171,8 @@ def _topic(config, dataset, sample: BottomK, model_dir: str | None, secrets: dic
         remote = isinstance(topic.embedding, OpenAIEmbedder)
         found = rows_with_keys(dataset, missing).map_batches(
             EmbedWorker, batch_format="pyarrow", batch_size=topic.embedding.batch_size * 4,
-            concurrency=(1, actors.max_actors), num_cpus=0 if remote else actors.num_cpus,
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors.max_actors),
+            num_cpus=0 if remote else actors.num_cpus,
             fn_constructor_kwargs={"config": topic.embedding, "model_dir": model_dir, "secrets": secrets})
         new = found.take_all()
         write_cache(directory, new, EMBEDDING_SCHEMA)
@@ -174,6 +184,8 @@ def _topic(config, dataset, sample: BottomK, model_dir: str | None, secrets: dic
 
 
 def _coherence(config, dataset, sample: BottomK, secrets: dict) -> dict | None:
+    import ray
+
     from ultrachat.stats.judge import judge_id
 
     judge = config.judge
@@ -189,7 +201,7 @@ def _coherence(config, dataset, sample: BottomK, secrets: dict) -> dict | None:
     if missing:
         verdicts = rows_with_keys(dataset, missing).map_batches(
             judge_batch, batch_format="pyarrow", batch_size=max(16, judge.chat.max_concurrency), num_cpus=0,
-            concurrency=1, fn_kwargs={"config": judge, "secrets": secrets}).take_all()
+            compute=ray.data.TaskPoolStrategy(size=1), fn_kwargs={"config": judge, "secrets": secrets}).take_all()
         # A garbage verdict is the judge's answer (cached); a failed call is retried by the next run.
         write_cache(directory, [v for v in verdicts if not v["error"] or v["error"] == "unparseable"], JUDGE_SCHEMA)
         for verdict in verdicts:
