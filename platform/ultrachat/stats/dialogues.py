@@ -2,8 +2,9 @@
 
 Three layouts are understood, per file: our generate output (Parquet with ``messages``, ``status``,
 ``sector``), an HF ``messages`` column of ``{role, content}`` (ultrachat_200k), and ShareGPT's
-``conversations`` of ``{from, value}``. Parquet is streamed by Ray Data row group by row group (only the
-needed columns); JSONL files go to the parse tasks whole, so each row knows its ``file:line``.
+``conversations`` of ``{from, value}``. One Ray Data read task per file streams it: Parquet by record
+batch with only the needed columns (rows named ``file#id`` or ``file#row``), JSONL by line
+(``file:line``; such a file is read whole by its task).
 
 A dialogue that cannot be measured (empty, one-sided, non-string content, unknown role) is not
 dropped: it becomes a row with ``problem`` set, counted by reason with example sources in the report.
@@ -14,12 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 
 from ultrachat.errors import InputError
-from ultrachat.inputs import EXTENSIONS, Malformed, list_input_files, read_records
+from ultrachat.inputs import EXTENSIONS, Malformed, iter_file_records, list_input_files
 from ultrachat.storage import filesystem_for
 
 CANONICAL_SCHEMA = pa.schema([
@@ -91,7 +92,7 @@ def to_canonical(record: Any, source: str) -> dict:
         row["problem"] = f"no 'messages' or 'conversations' field (has {sorted(record)[:8]})"
         return row
     record_id = next((record[c] for c in _ID_COLUMNS if record.get(c) is not None), None)
-    if record_id is not None and "#" in source:
+    if record_id is not None and "#" in source:  # a Parquet row: named by its id rather than its number
         row["source"] = f"{source.rsplit('#', 1)[0]}#{record_id}"
     for column in ("sector", "status"):
         value = record.get(column)
@@ -119,24 +120,41 @@ def _parquet_columns(path: str) -> list[str]:
     return dialogue[:1] + [c for c in ("sector", "status", *_ID_COLUMNS) if c in names]
 
 
-def _parquet_rows(batch: pa.Table) -> pa.Table:
+_ROWS_PER_BLOCK = 512
+
+
+def _file_rows(path: str) -> Iterator[dict]:
+    """Canonical rows of one file, streamed: Parquet by record batch (only the needed columns, rows named
+    ``file#id`` or ``file#row``), JSONL line by line (``file:line``)."""
+    if path.endswith(EXTENSIONS["parquet"]):
+        import pyarrow.parquet as pq
+
+        filesystem, root = filesystem_for(path)
+        number = 0
+        with filesystem.open_input_file(root) as handle:
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=_ROWS_PER_BLOCK, columns=_parquet_columns(path)):
+                for record in batch.to_pylist():
+                    yield to_canonical(record, f"{path}#{number}")
+                    number += 1
+        return
+    filesystem, root = filesystem_for(path)
+    with filesystem.open_input_stream(root) as stream:
+        data = stream.read()
+    for source, record in iter_file_records(path, data):
+        yield to_canonical(record, source)
+
+
+def _read_files(batch: pa.Table) -> Iterator[pa.Table]:
+    """Ray Data batch function: file paths in, canonical rows out in blocks of _ROWS_PER_BLOCK."""
     rows = []
-    for record in batch.to_pylist():
-        path = record.pop("path")
-        rows.append(to_canonical(record, f"{path}#"))
-    return pa.Table.from_pylist([_plain_source(r) for r in rows], schema=CANONICAL_SCHEMA)
-
-
-def _typed(batch: pa.Table) -> pa.Table:
-    # Rows built by flat_map get inferred types (an all-empty list column is list<null>): fix them.
-    return pa.Table.from_pylist(batch.to_pylist(), schema=CANONICAL_SCHEMA)
-
-
-def _plain_source(row: dict) -> dict:
-    # A Parquet row without an id is named by its file (Ray Data streams row groups without row numbers).
-    if row["source"].endswith("#"):
-        row["source"] = row["source"][:-1]
-    return row
+    for path in batch.column("path").to_pylist():
+        for row in _file_rows(path):
+            rows.append(row)
+            if len(rows) == _ROWS_PER_BLOCK:
+                yield pa.Table.from_pylist(rows, schema=CANONICAL_SCHEMA)
+                rows = []
+    if rows:
+        yield pa.Table.from_pylist(rows, schema=CANONICAL_SCHEMA)
 
 
 def input_files(path: str, fmt: str) -> tuple[list[str], list[str]]:
@@ -149,22 +167,18 @@ def input_files(path: str, fmt: str) -> tuple[list[str], list[str]]:
     return parquet, [f for f in files if f not in set(parquet)]
 
 
-def read_dialogues(parquet: list[str], jsonl: list[str]):
-    """A Ray Dataset of canonical rows (CANONICAL_SCHEMA) over every input file."""
+def read_dialogues(parquet: list[str], jsonl: list[str], readers: int):
+    """A Ray Dataset of canonical rows (CANONICAL_SCHEMA) over every input file.
+
+    One read task per file, at most ``readers`` at once, each reserving no CPU: reading is light next
+    to the metrics, and Ray Data's own file readers start with a file-listing task that needs a whole
+    CPU, which an actor pool holding every CPU (2 actors on 2 cores) would starve forever."""
     import ray
 
-    parts = []
-    by_columns: dict[tuple[str, ...], list[str]] = {}
-    for file in parquet:
-        by_columns.setdefault(tuple(_parquet_columns(file)), []).append(file)
-    for columns, files in sorted(by_columns.items()):
-        filesystem, _ = filesystem_for(files[0])
-        roots = [filesystem_for(f)[1] for f in files]
-        ds = ray.data.read_parquet(roots, filesystem=filesystem, columns=list(columns), include_paths=True)
-        parts.append(ds.map_batches(_parquet_rows, batch_format="pyarrow", batch_size=512))
-    if jsonl:
-        parts.append(read_records(jsonl, to_canonical).map_batches(_typed, batch_format="pyarrow", batch_size=512))
-    return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
+    files = parquet + jsonl
+    return ray.data.from_items([{"path": f} for f in files], override_num_blocks=len(files)).map_batches(
+        _read_files, batch_size=1, batch_format="pyarrow", num_cpus=0,
+        compute=ray.data.TaskPoolStrategy(size=max(1, readers)))
 
 
 def describe_files(parquet: list[str], jsonl: list[str]) -> str:

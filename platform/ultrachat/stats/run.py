@@ -40,7 +40,7 @@ def run_stats(config) -> dict:
     keys_dir = storage.join(config.output_dir, WORK_DIR, "duplicate-keys")
     if storage.exists(keys_dir):
         storage.remove_dir(keys_dir)  # keys of an earlier run: recomputed with this one's dialogues
-    dataset = read_dialogues(parquet, jsonl)
+    dataset = read_dialogues(parquet, jsonl, readers=config.actors.max_actors)
     timings, started = {}, time.monotonic()
     aggregate, samples = _measure(config, dataset, tokenizer_dir, keys_dir)
     timings["measure_s"] = round(time.monotonic() - started, 1)
@@ -172,7 +172,7 @@ def _topic(config, dataset, sample: BottomK, model_dir: str | None, secrets: dic
         found = rows_with_keys(dataset, missing).map_batches(
             EmbedWorker, batch_format="pyarrow", batch_size=topic.embedding.batch_size * 4,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors.max_actors),
-            num_cpus=0 if remote else actors.num_cpus,
+            num_cpus=0 if remote else actors.num_cpus, num_gpus=0 if remote else topic.embedding.num_gpus,
             fn_constructor_kwargs={"config": topic.embedding, "model_dir": model_dir, "secrets": secrets})
         new = found.take_all()
         write_cache(directory, new, EMBEDDING_SCHEMA)

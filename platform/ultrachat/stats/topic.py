@@ -88,7 +88,8 @@ class LocalEncoder:
 
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModel.from_pretrained(model_dir).eval()
+        self.device = "cuda" if config.num_gpus > 0 and torch.cuda.is_available() else "cpu"
+        self.model = AutoModel.from_pretrained(model_dir).eval().to(self.device)
         self.config = config
 
     def _windows(self, text: str) -> list[list[int]]:
@@ -111,12 +112,12 @@ class LocalEncoder:
             chunk = windows[start:start + self.config.batch_size]
             width = max(len(w) for w in chunk)
             pad = self.tokenizer.pad_token_id or 0
-            ids = torch.tensor([w + [pad] * (width - len(w)) for w in chunk])
-            mask = torch.tensor([[1] * len(w) + [0] * (width - len(w)) for w in chunk])
+            ids = torch.tensor([w + [pad] * (width - len(w)) for w in chunk], device=self.device)
+            mask = torch.tensor([[1] * len(w) + [0] * (width - len(w)) for w in chunk], device=self.device)
             with torch.inference_mode():
                 hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
             pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
-            vectors.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+            vectors.append(torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy())
         per_window = np.concatenate(vectors)
         out = np.zeros((len(texts), per_window.shape[1]), dtype=np.float32)
         np.add.at(out, np.array(owner), per_window)
