@@ -162,6 +162,7 @@ def main() -> None:
     parser.add_argument("--ratio", type=int, default=20_000, help="dialogues for the side-by-side ratio")
     parser.add_argument("--growth", type=int, nargs=2, default=[10_000, 50_000], help="two sizes for growth")
     parser.add_argument("--sample", type=int, default=2000, help="topic-similarity sample (the paper's: 10000)")
+    parser.add_argument("--skip-growth", action="store_true", help="part (a) only")
     parser.add_argument("--out", default="bench-stats.json")
     args = parser.parse_args()
     SAMPLE[0] = args.sample
@@ -180,11 +181,12 @@ def main() -> None:
         results["ratio"]["ratio"] = round(results["ratio"]["loop_s"] / results["ratio"]["job_s"], 2)
         results["ratio"]["measure_ratio"] = round(loop["measure_s"] / job["summary"]["counts"]["timings"]["measure_s"], 2)
         growth = []
-        for size in args.growth:
+        for size in [] if args.skip_growth else args.growth:
             data = write_dialogues(tmp / f"data-{size}", size, seed=1)
             run = run_job(data, tmp / f"job-{size}")
             timings = run["summary"]["counts"]["timings"]
             growth.append({"dialogues": size, "timings": timings, "driver_peak_rss_mb": run["driver_peak_rss_mb"]})
+    if growth:
         small, large = growth
         per_dialogue = (large["timings"]["total_s"] - small["timings"]["total_s"]) / (large["dialogues"] - small["dialogues"])
         results["growth"] = growth
@@ -204,8 +206,9 @@ def main() -> None:
         print(f"| (b) {g['dialogues']:,} dialogues: {g['timings']['total_s']} s "
               f"({1000 * g['timings']['total_s'] / g['dialogues']:.2f} s per 1k), driver peak RSS "
               f"{g['driver_peak_rss_mb']} MB | | | | |")
-    print(f"\nmarginal cost {results['marginal_s_per_1k']} s per 1k dialogues; 1.5M dialogues ~ "
-          f"{results['core_hours_1_5M']} core-hours on this machine's cores")
+    if growth:
+        print(f"\nmarginal cost {results['marginal_s_per_1k']} s per 1k dialogues; 1.5M dialogues ~ "
+              f"{results['core_hours_1_5M']} core-hours on this machine's cores")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ dialogues that are not embedded (or judged) yet. Outputs: stats.json, report.md,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import pickle
@@ -42,7 +43,8 @@ def run_stats(config) -> dict:
         storage.remove_dir(keys_dir)  # keys of an earlier run: recomputed with this one's dialogues
     dataset = read_dialogues(parquet, jsonl, readers=config.actors.max_actors)
     timings, started = {}, time.monotonic()
-    aggregate, samples = _measure(config, dataset, tokenizer_dir, keys_dir)
+    with _small_blocks():
+        aggregate, samples = _measure(config, dataset, tokenizer_dir, keys_dir)
     timings["measure_s"] = round(time.monotonic() - started, 1)
     overall = aggregate.groups.get("overall")
     if overall is None or overall.dialogues == 0:
@@ -91,6 +93,20 @@ def _api_keys(config) -> dict[str, str]:
                              f"<the key for {url}> where the job's driver runs (any value for a local server)")
         keys[variable] = value
     return keys
+
+
+@contextlib.contextmanager
+def _small_blocks(max_bytes: int = 4 << 20):
+    """A read task streams a whole file; with Ray Data's default 128 MiB blocks the actors would wait
+    for most of it before their first batch. Small blocks keep reading and measuring overlapped."""
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    saved, context.target_max_block_size = context.target_max_block_size, max_bytes
+    try:
+        yield
+    finally:
+        context.target_max_block_size = saved
 
 
 def _measure(config, dataset, tokenizer_dir: str | None, keys_dir: str) -> tuple[Aggregate, dict]:
