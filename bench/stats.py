@@ -130,7 +130,7 @@ def run_loop(data: Path, work: Path) -> dict:
 
     config = load_config("stats", REPO / "configs" / "stats" / "local.yaml", stats_overrides(data, work / "unused"))
     started = time.monotonic()
-    meter = DialogueMeter(resolve_model(config.tokenizer), config.mtld.threshold, ["kept"], config.topic.seed, 0,
+    meter = DialogueMeter(resolve_model(config.tokenizer), config.mtld.threshold, ["kept"], {"topic": config.topic.seed},
                           str(work / "keys"), {"num_perm": 64, "bands": 16, "shingle_words": 3})
     aggregate, sample = Aggregate(), BottomK(config.topic.sample_size)
     for file in sorted(data.glob("*.parquet")):

@@ -95,7 +95,7 @@ def test_meter_counts_rounds_tokens_and_mtld_by_hand(tmp_path):
     dialogue = [{"role": "user", "content": "hello world"}, {"role": "assistant", "content": "good morning to you"},
                 {"role": "user", "content": "thanks 123"}]
     filtered = [{"role": "user", "content": "a b"}, {"role": "assistant", "content": "c"}]
-    meter = DialogueMeter(BERT_DIR, 0.72, ["kept"], 0, 0, str(tmp_path / "keys"),
+    meter = DialogueMeter(BERT_DIR, 0.72, ["kept"], {"topic": 0, "judge": 0}, str(tmp_path / "keys"),
                           {"num_perm": 64, "bands": 16, "shingle_words": 3})
     out = meter(_batch([{"sector": "I", "status": "kept", "messages": dialogue},
                         {"sector": "II", "status": "filtered:polite_closing", "messages": filtered},
@@ -131,7 +131,7 @@ def test_duplicate_shares_count_exact_and_near_copies(tmp_path):
     same_opening = [base[0], {"role": "assistant", "content": (
         "Printing spread quickly: by 1500 presses worked in more than two hundred cities, books became cheap, "
         "literacy rose among merchants, and the Reformation's pamphlets travelled faster than any courier could.")}]
-    meter = DialogueMeter(BERT_DIR, 0.72, ["kept"], 0, 0, str(tmp_path / "keys"),
+    meter = DialogueMeter(BERT_DIR, 0.72, ["kept"], {"topic": 0, "judge": 0}, str(tmp_path / "keys"),
                           {"num_perm": 64, "bands": 16, "shingle_words": 3})
     meter(_batch([{"messages": m} for m in (base, base, near, other, same_opening)]))
     shares = duplicate_shares(str(tmp_path / "keys"))

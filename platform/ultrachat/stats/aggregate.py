@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 MTLD_BIN = 0.1
+PROBLEM_EXAMPLES = 5  # example sources kept per problem reason
 ROLES = ("user", "assistant")
 
 
@@ -142,13 +143,13 @@ class Aggregate:
     def group(self, name: str) -> GroupStats:
         return self.groups.setdefault(name, GroupStats())
 
-    def add_problem(self, reason: str, source: str, status: str | None, examples: int = 5) -> None:
+    def add_problem(self, reason: str, source: str, status: str | None) -> None:
         # Reasons differing only in position ("messages[3] has ...") or detail (in parentheses) group together.
         kind = re.sub(r"\[\d+\]", "[i]", reason.split(" (")[0])
         label = kind if status is None else f"{kind} [status {status}]"
         self.problems[label] += 1
         shown = self.problem_examples.setdefault(label, [])
-        if len(shown) < examples:
+        if len(shown) < PROBLEM_EXAMPLES:
             shown.append(f"{source}: {reason}")
 
     def merge(self, other: "Aggregate") -> None:
@@ -156,6 +157,6 @@ class Aggregate:
         self.problems.update(other.problems)
         for label, shown in other.problem_examples.items():
             mine = self.problem_examples.setdefault(label, [])
-            mine.extend(shown[: max(0, 5 - len(mine))])
+            mine.extend(shown[: max(0, PROBLEM_EXAMPLES - len(mine))])
         for name, stats in other.groups.items():
             self.group(name).merge(stats)

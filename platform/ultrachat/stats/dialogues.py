@@ -123,16 +123,16 @@ def _parquet_columns(path: str) -> list[str]:
 _ROWS_PER_BLOCK = 512
 
 
-def _file_rows(path: str) -> Iterator[dict]:
-    """Canonical rows of one file, streamed: Parquet by record batch (only the needed columns, rows named
+def _file_rows(path: str, columns: list[str]) -> Iterator[dict]:
+    """Canonical rows of one file, streamed: Parquet by record batch (only ``columns``, rows named
     ``file#id`` or ``file#row``), JSONL line by line (``file:line``)."""
-    if path.endswith(EXTENSIONS["parquet"]):
+    if columns:
         import pyarrow.parquet as pq
 
         filesystem, root = filesystem_for(path)
         number = 0
         with filesystem.open_input_file(root) as handle:
-            for batch in pq.ParquetFile(handle).iter_batches(batch_size=_ROWS_PER_BLOCK, columns=_parquet_columns(path)):
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=_ROWS_PER_BLOCK, columns=columns):
                 for record in batch.to_pylist():
                     yield to_canonical(record, f"{path}#{number}")
                     number += 1
@@ -145,10 +145,11 @@ def _file_rows(path: str) -> Iterator[dict]:
 
 
 def _read_files(batch: pa.Table) -> Iterator[pa.Table]:
-    """Ray Data batch function: file paths in, canonical rows out in blocks of _ROWS_PER_BLOCK."""
+    """Ray Data batch function: files (path, Parquet columns) in, canonical rows out in blocks of
+    _ROWS_PER_BLOCK."""
     rows = []
-    for path in batch.column("path").to_pylist():
-        for row in _file_rows(path):
+    for file in batch.to_pylist():
+        for row in _file_rows(file["path"], file["columns"]):
             rows.append(row)
             if len(rows) == _ROWS_PER_BLOCK:
                 yield pa.Table.from_pylist(rows, schema=CANONICAL_SCHEMA)
@@ -157,17 +158,14 @@ def _read_files(batch: pa.Table) -> Iterator[pa.Table]:
         yield pa.Table.from_pylist(rows, schema=CANONICAL_SCHEMA)
 
 
-def input_files(path: str, fmt: str) -> tuple[list[str], list[str]]:
-    """(parquet files, jsonl files) under ``path``; Parquet schemas are checked up front, so a file
-    without a dialogue column fails the job before any work, named."""
-    files = list_input_files(path, fmt, "input.path")
-    parquet = [f for f in files if f.endswith(EXTENSIONS["parquet"])]
-    for file in parquet:
-        _parquet_columns(file)
-    return parquet, [f for f in files if f not in set(parquet)]
+def input_files(path: str, fmt: str) -> dict[str, list[str]]:
+    """Each input file under ``path`` -> the Parquet columns to read ([] for JSONL). Parquet schemas
+    are checked here, before any work, so a file without a dialogue column fails the job, named."""
+    return {f: _parquet_columns(f) if f.endswith(EXTENSIONS["parquet"]) else []
+            for f in list_input_files(path, fmt, "input.path")}
 
 
-def read_dialogues(parquet: list[str], jsonl: list[str], readers: int):
+def read_dialogues(files: dict[str, list[str]], readers: int):
     """A Ray Dataset of canonical rows (CANONICAL_SCHEMA) over every input file.
 
     One read task per file, at most ``readers`` at once, each reserving no CPU: reading is light next
@@ -175,13 +173,13 @@ def read_dialogues(parquet: list[str], jsonl: list[str], readers: int):
     CPU, which an actor pool holding every CPU (2 actors on 2 cores) would starve forever."""
     import ray
 
-    files = parquet + jsonl
-    return ray.data.from_items([{"path": f} for f in files], override_num_blocks=len(files)).map_batches(
+    items = [{"path": path, "columns": columns} for path, columns in files.items()]
+    return ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         _read_files, batch_size=1, batch_format="pyarrow", num_cpus=0,
         compute=ray.data.TaskPoolStrategy(size=max(1, readers)))
 
 
-def describe_files(parquet: list[str], jsonl: list[str]) -> str:
-    files = parquet + jsonl
-    shown = ", ".join(posixpath.basename(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
-    return f"{len(parquet)} Parquet + {len(jsonl)} JSONL files ({shown})"
+def describe_files(files: dict[str, list[str]]) -> str:
+    parquet = sum(1 for columns in files.values() if columns)
+    shown = ", ".join(posixpath.basename(f) for f in list(files)[:3]) + (" ..." if len(files) > 3 else "")
+    return f"{parquet} Parquet + {len(files) - parquet} JSONL files ({shown})"

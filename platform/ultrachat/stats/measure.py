@@ -69,7 +69,7 @@ class DialogueMeter:
     """Ray Data callable class: canonical rows in, one row holding the batch's pickled results out."""
 
     def __init__(self, tokenizer_path: str | None, threshold: float, overall_statuses: list[str],
-                 topic_seed: int, judge_seed: int, keys_dir: str | None, minhash: dict | None):
+                 sample_seeds: dict[str, int], keys_dir: str | None, minhash: dict | None):
         from transformers import AutoTokenizer
 
         from ultrachat.construction.dedup import MinHasher
@@ -77,13 +77,13 @@ class DialogueMeter:
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path) if tokenizer_path else None
         self.threshold = threshold
         self.overall = set(overall_statuses)
-        self.seeds = {"topic": topic_seed, "judge": judge_seed}
+        self.seeds = sample_seeds  # sample name ("topic", "judge") -> its seed, for the samples taken
         self.keys_dir = keys_dir
         self.minhasher = MinHasher(**minhash) if minhash else None
 
     def __call__(self, batch: pa.Table) -> dict:
         aggregate = Aggregate()
-        candidates = {"topic": Candidates(), "judge": Candidates()}
+        candidates = {name: Candidates() for name in self.seeds}
         rows = batch.to_pylist()
         aggregate.rows = len(rows)
         valid = [row for row in rows if not row["problem"]]

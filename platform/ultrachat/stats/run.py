@@ -33,30 +33,31 @@ def run_stats(config) -> dict:
     from ultrachat.models.source import resolve_model
     from ultrachat.stats.topic import resolve_embedder
 
-    parquet, jsonl = input_files(config.input.path, config.input.format)
-    logger.info("stats: reading %s from %s", describe_files(parquet, jsonl), config.input.path)
+    files = input_files(config.input.path, config.input.format)
+    logger.info("stats: reading %s from %s", describe_files(files), config.input.path)
     tokenizer_dir = None if config.dry_run else resolve_model(config.tokenizer, "tokenizer")
     embedder_dir = resolve_embedder(config.topic.embedding) if config.topic.enabled else None
     secrets = {} if config.dry_run else _api_keys(config)
     keys_dir = storage.join(config.output_dir, WORK_DIR, "duplicate-keys")
     if storage.exists(keys_dir):
         storage.remove_dir(keys_dir)  # keys of an earlier run: recomputed with this one's dialogues
-    dataset = read_dialogues(parquet, jsonl, readers=config.actors.max_actors)
-    timings, started = {}, time.monotonic()
+    dataset = read_dialogues(files, readers=config.actors.max_actors)
+    started, timings = time.monotonic(), {}
+    lap = _stopwatch(timings)
     with _small_blocks():
         aggregate, samples = _measure(config, dataset, tokenizer_dir, keys_dir)
-    timings["measure_s"] = round(time.monotonic() - started, 1)
+    lap("measure_s")
     overall = aggregate.groups.get("overall")
     if overall is None or overall.dialogues == 0:
         raise InputError(_nothing_measurable(config, aggregate))
     if config.dry_run:
         return _plan(config, aggregate, samples)
     duplicates = _duplicates(config, keys_dir)
-    timings["duplicates_s"] = round(time.monotonic() - started - timings["measure_s"], 1)
-    topic = _topic(config, dataset, samples["topic"], embedder_dir, secrets)
-    timings["topic_s"] = round(time.monotonic() - started - timings["measure_s"] - timings["duplicates_s"], 1)
-    coherence = _coherence(config, dataset, samples["judge"], secrets)
-    stats = report.build_stats(config, aggregate, topic, coherence, duplicates, len(parquet) + len(jsonl))
+    lap("duplicates_s")
+    topic = _topic(config, dataset, samples.get("topic"), embedder_dir, secrets)
+    lap("topic_s")
+    coherence = _coherence(config, dataset, samples.get("judge"), secrets)
+    stats = report.build_stats(config, aggregate, topic, coherence, duplicates, len(files))
     paths = report.write_outputs(config, stats)
     counts = {"dialogues": overall.dialogues, "rows": aggregate.rows, "problems": sum(aggregate.problems.values()),
               **paths, "overall": report.headline(stats),
@@ -73,6 +74,17 @@ def run_stats(config) -> dict:
             f"{config.judge.chat.model}) and the rubric's `Score: N` instruction, then re-run: scores so far are "
             f"cached. The other figures are in {paths['report']}", counts)
     return counts
+
+
+def _stopwatch(timings: dict[str, float]):
+    """``lap(name)`` records the seconds since the previous lap (or since the stopwatch was made)."""
+    last = [time.monotonic()]
+
+    def lap(name: str) -> None:
+        now = time.monotonic()
+        timings[name], last[0] = round(now - last[0], 1), now
+
+    return lap
 
 
 def _api_keys(config) -> dict[str, str]:
@@ -118,17 +130,18 @@ def _measure(config, dataset, tokenizer_dir: str | None, keys_dir: str) -> tuple
     minhash = None if config.dry_run or not dedup.enabled else {
         "num_perm": dedup.num_perm, "bands": dedup.bands, "shingle_words": dedup.shingle_words}
     actors = config.actors
+    # The seeded samples this run takes: name -> (seed, size).
+    sampled = {**({"topic": (config.topic.seed, config.topic.sample_size)} if config.topic.enabled else {}),
+               **({"judge": (config.judge.seed, config.judge.sample_size)} if config.judge else {})}
     measured = dataset.map_batches(
         DialogueMeter, batch_format="pyarrow", batch_size=actors.dialogues_per_batch,
         compute=ray.data.ActorPoolStrategy(min_size=actors.min_actors, max_size=actors.max_actors),
         num_cpus=actors.num_cpus, num_gpus=actors.num_gpus,
         fn_constructor_kwargs={"tokenizer_path": tokenizer_dir, "threshold": config.mtld.threshold,
-                               "overall_statuses": config.input.overall_statuses, "topic_seed": config.topic.seed,
-                               "judge_seed": config.judge.seed if config.judge else 0, "keys_dir": keys_dir,
-                               "minhash": minhash})
+                               "overall_statuses": config.input.overall_statuses, "keys_dir": keys_dir,
+                               "sample_seeds": {name: seed for name, (seed, _) in sampled.items()}, "minhash": minhash})
     aggregate = Aggregate()
-    samples = {"topic": BottomK(config.topic.sample_size),
-               "judge": BottomK(config.judge.sample_size if config.judge else 1)}
+    samples = {name: BottomK(size) for name, (_, size) in sampled.items()}
     started = last = time.monotonic()
     for row in measured.iter_rows():
         result = pickle.loads(row["result"])
@@ -167,7 +180,7 @@ def _duplicates(config, keys_dir: str) -> dict | None:
     return ray.get(ray.remote(num_cpus=1)(duplicate_shares).remote(keys_dir))
 
 
-def _topic(config, dataset, sample: BottomK, model_dir: str | None, secrets: dict) -> dict | None:
+def _topic(config, dataset, sample: BottomK | None, model_dir: str | None, secrets: dict) -> dict | None:
     import numpy as np
     import ray
 
@@ -199,7 +212,7 @@ def _topic(config, dataset, sample: BottomK, model_dir: str | None, secrets: dic
             "sample_size": topic.sample_size, "embedded_now": len(missing), "cache": directory}
 
 
-def _coherence(config, dataset, sample: BottomK, secrets: dict) -> dict | None:
+def _coherence(config, dataset, sample: BottomK | None, secrets: dict) -> dict | None:
     import ray
 
     from ultrachat.stats.judge import judge_id

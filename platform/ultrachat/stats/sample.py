@@ -67,7 +67,8 @@ def write_cache(directory: str, rows: list[dict], schema: pa.Schema) -> None:
 
 
 def rows_with_keys(dataset, keys: set[str]):
-    """The canonical rows whose content key is in ``keys``, one per key (a second pass over the input)."""
+    """The canonical rows whose content key is in ``keys`` (a second pass over the input); identical
+    dialogues all pass, and the workers score each key once per batch."""
     import ray
 
     from ultrachat.inputs import keep_rows
