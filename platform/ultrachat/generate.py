@@ -70,7 +70,7 @@ def _api_keys(config: GenerateConfig, stages: list[str]) -> dict[str, str]:
         roles["construction.llm"] = config.construction.llm.chat
     keys = {}
     for role, chat in roles.items():
-        if chat.backend != "openai":
+        if chat.backend != "openai" or chat.api_key_env is None:
             continue
         value = os.environ.get(chat.api_key_env, "")
         if not value:

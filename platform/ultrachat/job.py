@@ -33,6 +33,7 @@ _RUNNERS: dict[str, str] = {
     "stats": "ultrachat.stats.run:run_stats",
     "train": "ultrachat.training.run:run_train",
     "serve": "ultrachat.serving.run:run_serve",
+    "evaluate": "ultrachat.evaluation.run:run_evaluate",
     "pipeline": "ultrachat.pipeline:run_pipeline",
 }
 

@@ -37,7 +37,8 @@ class OpenAIBackend(Section):
     backend: Literal["openai"]
     base_url: str = Field(min_length=1)
     model: str = Field(min_length=1)
-    api_key_env: EnvVarName = "OPENAI_API_KEY"
+    # The variable holding the key; null for a server without auth (a local `ultrachat serve` or vLLM).
+    api_key_env: EnvVarName | None = "OPENAI_API_KEY"
     # Limits below are per generation actor: the cluster-wide rate is this times the actor count.
     # Requests in flight are also bounded by the dialogues in flight (actors.batches_in_flight x
     # actors.dialogues_per_batch); this cap is for endpoints that allow fewer.

@@ -13,6 +13,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, model_validator
 
 from ultrachat.config.base import LeaseSettings, LogLevel, Section
+from ultrachat.config.evaluation import EvaluateStage
 from ultrachat.config.generation import GenerateStage
 from ultrachat.config.pipeline import STAGES, PipelineServe, PipelineStats, PipelineTrain, Stage, check_stage_order
 from ultrachat.config.serving import ServeStage
@@ -69,6 +70,10 @@ class TrainConfig(JobSettings, TrainStage):
     pass
 
 
+class EvaluateConfig(JobSettings, EvaluateStage):
+    pass
+
+
 class ServeConfig(JobSettings, ServeStage):
     local_ray_env = ServeStage.local_ray_env
 
@@ -107,6 +112,7 @@ JOB_SCHEMAS: dict[str, type[JobSettings]] = {
     "stats": StatsConfig,
     "train": TrainConfig,
     "serve": ServeConfig,
+    "evaluate": EvaluateConfig,
     "pipeline": PipelineConfig,
 }
 

@@ -58,7 +58,8 @@ class OpenAIChatBackend:
 
     def __init__(self, config: OpenAIBackend, *, limiter: RateLimiter | None = None,
                  rng: random.Random | None = None):
-        key = os.environ.get(config.api_key_env, "").strip()
+        # No key variable: a server without auth; the client still needs a non-empty string.
+        key = os.environ.get(config.api_key_env, "").strip() if config.api_key_env else "EMPTY"
         if not key:
             raise ValueError(
                 f"environment variable {config.api_key_env} is unset or empty, but chat.api_key_env names it "
@@ -85,17 +86,20 @@ class OpenAIChatBackend:
             "errors": dict(self._errors), "attempt_errors": dict(self._attempt_errors),
         }
 
-    async def chat(self, messages: list[dict[str, str]], sampling: Sampling) -> ChatResult:
+    async def chat(self, messages: list[dict[str, str]], sampling: Sampling,
+                   response_format: dict | None = None) -> ChatResult:
+        """``response_format``: OpenAI's structured-output request (e.g. a JSON schema), passed as is."""
         self._counts["calls"] += 1
         try:
             # The slot is held through backoff on purpose: an overloaded API gets fewer requests.
             async with self._semaphore:
-                return await self._chat_with_retries(messages, sampling)
+                return await self._chat_with_retries(messages, sampling, response_format)
         except ChatError as err:
             self._errors[err.reason] += 1
             raise
 
-    async def _chat_with_retries(self, messages: list[dict[str, str]], sampling: Sampling) -> ChatResult:
+    async def _chat_with_retries(self, messages: list[dict[str, str]], sampling: Sampling,
+                                 response_format: dict | None) -> ChatResult:
         cfg = self.config
         charge = estimate_prompt_tokens(messages) + sampling.max_tokens
         last: _Retryable | None = None
@@ -111,7 +115,7 @@ class OpenAIChatBackend:
             await self._limiter.acquire(charge)
             self._counts["requests"] += 1
             try:
-                result = await self._attempt(messages, sampling)
+                result = await self._attempt(messages, sampling, response_format)
             except _Retryable as err:
                 self._attempt_errors[err.kind] += 1
                 # An error status means no generation happened: give the tokens back. A timeout or a
@@ -131,11 +135,14 @@ class OpenAIChatBackend:
                         f"{cfg.base_url} (model {cfg.model}) failed {cfg.max_retries + 1} attempts, the last "
                         f"with {last.kind}: {last}{hint}")
 
-    async def _attempt(self, messages: list[dict[str, str]], sampling: Sampling) -> ChatResult:
+    async def _attempt(self, messages: list[dict[str, str]], sampling: Sampling,
+                       response_format: dict | None) -> ChatResult:
         cfg = self.config
         kwargs = {"temperature": sampling.temperature, "top_p": sampling.top_p, "max_tokens": sampling.max_tokens}
         if sampling.seed is not None:
             kwargs["seed"] = sampling.seed
+        if response_format is not None:
+            kwargs["response_format"] = response_format
         started = time.monotonic()
         try:
             # The client's timeout is per socket operation; this one bounds the whole attempt.

@@ -10,7 +10,7 @@ from ultrachat import storage
 PLOTS_DIR = "plots"
 
 
-def _save(fig, output_dir: str, name: str) -> str:
+def save_png(fig, output_dir: str, name: str) -> str:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -47,7 +47,7 @@ def draw_plots(output_dir: str, stats: dict) -> list[str]:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.bar(list(rounds), list(rounds.values()), color="#4c72b0")
     ax.set(title="Rounds per dialogue", xlabel="rounds (assistant replies)", ylabel="dialogues")
-    paths.append(_save(fig, output_dir, "rounds.png"))
+    paths.append(save_png(fig, output_dir, "rounds.png"))
 
     raw = stats["histograms"]
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -60,7 +60,7 @@ def draw_plots(output_dir: str, stats: dict) -> list[str]:
             ax.step(edges, counts, where="post", label=f"{role} (mean {overall['utterance_tokens_by_role'][role]['mean']})")
     ax.set(title="Utterance length by role", xlabel="tokens", ylabel="messages")
     ax.legend()
-    paths.append(_save(fig, output_dir, "utterance_tokens.png"))
+    paths.append(save_png(fig, output_dir, "utterance_tokens.png"))
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for name, label in (("mtld", "per message"), ("mtld_dialogue", "per dialogue")):
@@ -71,7 +71,7 @@ def draw_plots(output_dir: str, stats: dict) -> list[str]:
             ax.step(edges, [c / total for c in counts], where="post", label=f"{label} (n={total:,})")
     ax.set(title="MTLD distribution (values above 300 in the last bin)", xlabel="MTLD", ylabel="share")
     ax.legend()
-    paths.append(_save(fig, output_dir, "mtld.png"))
+    paths.append(save_png(fig, output_dir, "mtld.png"))
 
     topic = stats.get("topic") or {}
     if topic.get("histogram"):
@@ -83,7 +83,7 @@ def draw_plots(output_dir: str, stats: dict) -> list[str]:
         ax.set(title=f"Pairwise cosine similarity ({topic['model']}, n={topic['n']:,})", xlabel="cosine",
                ylabel="pairs (random sample)")
         ax.legend()
-        paths.append(_save(fig, output_dir, "pairwise_similarity.png"))
+        paths.append(save_png(fig, output_dir, "pairwise_similarity.png"))
 
     sectors = {k.split(":", 1)[1]: v for k, v in stats["groups"].items() if k.startswith("sector:")}
     if sectors:
@@ -94,5 +94,5 @@ def draw_plots(output_dir: str, stats: dict) -> list[str]:
             values = [sectors[s][key]["mean"] if key == "mtld" else sectors[s][key] for s in names]
             ax.bar(names, [v or 0 for v in values], color="#c44e52")
             ax.set(title=title, xlabel="sector")
-        paths.append(_save(fig, output_dir, "sectors.png"))
+        paths.append(save_png(fig, output_dir, "sectors.png"))
     return paths

@@ -93,7 +93,7 @@ def _api_keys(config) -> dict[str, str]:
     import os
 
     named = {}
-    if config.judge is not None:
+    if config.judge is not None and config.judge.chat.api_key_env is not None:
         named["judge.chat.api_key_env"] = (config.judge.chat.api_key_env, config.judge.chat.base_url)
     if config.topic.enabled and isinstance(config.topic.embedding, OpenAIEmbedder):
         named["topic.embedding.api_key_env"] = (config.topic.embedding.api_key_env, config.topic.embedding.base_url)

@@ -1,0 +1,187 @@
+"""The evaluate job: candidates answer the prompts, a judge compares and scores the answers, and the
+report says which model is better, by how much, and how far to trust the judge.
+
+Two waves on one Ray Data actor pool each (stages/pool.py): every answer not yet in the cache, then
+every judgment not yet in the cache (both answer orders of every pair, one score per answer). Each
+finished batch is a cache shard under ``output_dir/cache/`` at once, so a killed run loses only the
+batches in flight and its re-run makes no call twice; a failed call is retried by the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from ultrachat import storage
+from ultrachat.config.evaluation import JUDGE, EvaluateStage
+from ultrachat.errors import InputError, PartialFailure
+from ultrachat.evaluation.calls import CALL_SCHEMA, answer_calls, judgment_calls
+from ultrachat.evaluation.prompts import load_prompts
+from ultrachat.evaluation.results import build_results
+from ultrachat.llm.openai_backend import estimate_prompt_tokens
+from ultrachat.observability import dataset_name, run_label
+from ultrachat.shards import ShardSink, drop_superseded_failures, read_column
+from ultrachat.stages.pool import PoolStage, run_pool_stage
+from ultrachat.stages.progress import too_many_failed
+
+logger = logging.getLogger(__name__)
+
+CACHE_DIR = "cache"
+
+
+def run_evaluate(config) -> dict:
+    from ultrachat.evaluation.report import write_outputs
+
+    prompts = load_prompts(config.prompts)
+    answer_dir, judgment_dir = (storage.join(config.output_dir, CACHE_DIR, kind) for kind in ("answers", "judgments"))
+    answer_rows, answer_keys = answer_calls(config, prompts)
+    cached = _cached(answer_dir)
+    if config.dry_run:
+        return _plan(config, prompts, answer_rows, cached, judgment_dir)
+    secrets = _api_keys(config)
+    if config.preflight:
+        from ultrachat.evaluation.preflight import check_endpoints
+
+        check_endpoints(config, secrets)
+    calls: dict = {}
+    stopped = [_run_wave(config, "answers", answer_rows, cached, answer_dir, secrets, calls)]
+    cached = _cached(answer_dir)
+    texts = {what: cached[key]["text"] for what, key in answer_keys.items()
+             if key in cached and cached[key]["status"] == "ok"}
+    judgment_rows, judgment_keys = judgment_calls(config, prompts, texts)
+    stopped.append(_run_wave(config, "judgments", judgment_rows, _cached(judgment_dir), judgment_dir, secrets, calls))
+    records = {**cached, **_cached(judgment_dir)}
+    results = build_results(config, prompts, answer_keys, judgment_keys, records)
+    results["calls"] = calls
+    paths = write_outputs(config, results)
+    counts = {**paths, "prompts": len(prompts), "calls": calls, "headline": _headline(results)}
+    failed = sum(c["failed"] for c in calls.values())
+    problem = next((s for s in stopped if s), None)
+    if problem or too_many_failed(failed, sum(c["planned"] for c in calls.values()), config.failures, complete=True):
+        raise PartialFailure(
+            f"evaluate: {failed} calls failed ({problem or 'more than failures.max_failed_fraction allows'}); the "
+            f"report {paths['report']} covers what finished. Fix the endpoint named in the errors (results.json: "
+            f"candidates.*.error_examples, judge.error_examples) and re-run: only the failed calls are made again",
+            counts)
+    if failed:
+        logger.warning("evaluate: %d calls failed (within failures.max_failed_fraction); the report counts them "
+                       "and a re-run retries them", failed)
+    return counts
+
+
+def _cached(directory: str) -> dict[str, dict]:
+    """key -> record; a success (or an unparseable verdict, the judge's own answer) beats a failure."""
+    table = read_column(directory, CALL_SCHEMA.names, CALL_SCHEMA)
+    out: dict[str, dict] = {}
+    for record in table.to_pylist():
+        old = out.get(record["key"])
+        if old is None or (old["status"].startswith("failed") and not record["status"].startswith("failed")):
+            out[record["key"]] = record
+    return out
+
+
+def _run_wave(config, wave: str, rows: list[dict], cached: dict, directory: str, secrets: dict,
+              calls: dict) -> str | None:
+    """Run the rows not done in the cache; record the wave's call counts; the reason it stopped, if so."""
+    import ray
+
+    todo = [r for r in rows if r["key"] not in cached or cached[r["key"]]["status"].startswith("failed")]
+    retried = {r["key"] for r in todo if r["key"] in cached}
+    logger.info("%s: %d calls, %d in the cache, %d to make (%d failed before, retried)", wave, len(rows),
+                len(rows) - len(todo), len(todo), len(retried))
+    stopped = None
+    if todo:
+        try:
+            run_pool_stage(_stage(config, wave, secrets), ray.data.from_items(todo), len(todo),
+                           ShardSink(directory, CALL_SCHEMA, key="key"))
+        except PartialFailure as err:
+            stopped = str(err)
+    drop_superseded_failures(directory, retried, CALL_SCHEMA, key="key")
+    now = _cached(directory)
+    keys = {r["key"] for r in rows}
+    statuses = [now[k]["status"] for k in keys if k in now]
+    calls[wave] = {"planned": len(keys), "cached": len(keys) - len(todo), "made_now": len(todo),
+                   "ok": statuses.count("ok"), "unparseable": statuses.count("unparseable"),
+                   "failed": sum(s.startswith("failed") for s in statuses), "missing": len(keys) - len(statuses)}
+    return stopped
+
+
+def _stage(config, wave: str, secrets: dict) -> PoolStage:
+    from ultrachat.evaluation.worker import EvalHandlerFactory, EvaluationWorker, describe_calls
+
+    actors = config.actors
+    return PoolStage(
+        worker=EvaluationWorker,
+        handler_factory=EvalHandlerFactory(config.model_dump_json(include=set(EvaluateStage.model_fields))),
+        key="key", schema=CALL_SCHEMA, unit=f"{wave} calls", pool=actors, batch_size=actors.calls_per_batch,
+        batches_in_flight=actors.batches_in_flight, failures=config.failures, describe=describe_calls,
+        dataset_name=dataset_name("evaluate", config.run_name, wave), run_name=config.run_name,
+        run_label=run_label(config.run_name, "evaluate"), log_level=config.log_level, secrets=secrets)
+
+
+def _api_keys(config) -> dict[str, str]:
+    """Every endpoint's key, checked on the driver before any call; they reach the actors as secrets."""
+    named = {f"candidates[{i}].chat.api_key_env": c.chat for i, c in enumerate(config.candidates)}
+    named["judge.chat.api_key_env"] = config.judge.chat
+    keys, problems = {}, []
+    for where, chat in named.items():
+        if chat.api_key_env is None:  # a server without auth
+            continue
+        value = os.environ.get(chat.api_key_env, "").strip()
+        if not value:
+            problems.append(f"{where}: environment variable {chat.api_key_env} is unset or empty (the key for "
+                            f"{chat.base_url}). Fix: export {chat.api_key_env}=<key> where the driver runs "
+                            f"(any value for a server without auth)")
+        keys[chat.api_key_env] = value
+    if problems:
+        raise InputError("; ".join(problems))
+    return keys
+
+
+def _headline(results: dict) -> dict:
+    head: dict = {}
+    for name, pair in results.get("pairwise", {}).items():
+        overall = pair["overall"]
+        head[name] = {k: None if overall[k] is None else round(overall[k], 1)
+                      for k in ("win", "tie", "lose", "win_rate")}
+    for name, single in results.get("single", {}).items():
+        mean = single["overall"]["mean"]
+        head[f"score {name}"] = None if mean is None else round(mean, 2)
+    head["judge_parsed"] = f"{results['judge']['parsed']}/{results['judge']['planned']}"
+    return head
+
+
+def _plan(config, prompts, answer_rows: list[dict], cached: dict, judgment_dir: str) -> dict:
+    """dry_run: the calls and tokens each wave would make, after what the cache holds; no call is made."""
+    from ultrachat.evaluation.calls import planned_judgments
+
+    by_name = {c.name: c for c in config.candidates}
+    todo = [r for r in answer_rows if r["key"] not in cached or cached[r["key"]]["status"].startswith("failed")]
+    answers: dict = {}
+    for row in todo:
+        entry = answers.setdefault(row["endpoint"], {"calls": 0, "approx_prompt_tokens": 0, "max_completion_tokens": 0})
+        entry["calls"] += 1
+        entry["approx_prompt_tokens"] += estimate_prompt_tokens(json.loads(row["messages"]))
+        entry["max_completion_tokens"] += by_name[row["endpoint"]].sampling.max_tokens
+    planned = planned_judgments(config, len(prompts))
+    done_judgments = len(_cached(judgment_dir))
+    # Judge prompts hold the answers, unknown before they exist: bounded by the candidates' max_tokens.
+    template = max(len(config.judge.pairwise_prompt), len(config.judge.single_prompt)) // 4
+    longest = max(c.sampling.max_tokens for c in config.candidates)
+    question = sum(len(p.question) for p in prompts) // 4 // max(1, len(prompts))
+    plan = {"prompts": len(prompts), "candidates": [c.name for c in config.candidates],
+            "answers": {"planned": len(answer_rows), "cached": len(answer_rows) - len(todo), "to_make": len(todo),
+                        "per_candidate": answers},
+            "judgments": {"planned": planned, "in_cache_now": done_judgments, "model": config.judge.chat.model,
+                          "base_url": config.judge.chat.base_url,
+                          "max_prompt_tokens": planned * (template + question + 2 * longest),
+                          "max_completion_tokens": 2 * planned * config.judge.sampling.max_tokens,
+                          "note": "upper bounds: judge prompts hold the answers; a reply without a verdict is "
+                                  "asked once more (hence 2x completion tokens at most)"}}
+    for name, chat in [(c.name, c.chat) for c in config.candidates] + [(JUDGE, config.judge.chat)]:
+        if chat.requests_per_minute:
+            calls = answers.get(name, {}).get("calls", 0) if name != JUDGE else planned
+            plan.setdefault("minutes_at_rpm_limit", {})[name] = round(calls / chat.requests_per_minute, 1)
+    logger.info("dry run: nothing called; the plan: %s", plan)
+    return {"dry_run": True, "plan": plan}
