@@ -1,10 +1,12 @@
-"""The pipeline job: generate -> stats -> train (with export) -> serve -> one chat request, on one Ray.
+"""The pipeline job: generate -> stats -> train (with export) -> serve -> one chat request -> evaluate
+(the served fine-tune against its base, judged), on one Ray.
 
 Each stage is the stage's own job, run in this process with its own ``output_dir/<stage>`` and
 resolved config, so the stages keep their resume rules: generation runs only the dialogues not in
 its output yet, training resumes from its latest checkpoint and returns at once when its export of
 the same data and schedule exists. A re-run after a failure therefore pays only for what is missing.
-Serving always deploys (a server is not an artifact) and proves the model answers.
+Serving always deploys (a server is not an artifact) and proves the model answers; it stays up through
+the evaluate stage, whose answers and verdicts are cached like any evaluation's.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from dataclasses import dataclass, field
 
 from ultrachat import storage
 from ultrachat.config.pipeline import STAGES, PipelineServe
-from ultrachat.config.schema import GenerateConfig, PipelineConfig, ServeConfig, StatsConfig, TrainConfig
+from ultrachat.config.schema import (EvaluateConfig, GenerateConfig, PipelineConfig, ServeConfig, StatsConfig,
+                                     TrainConfig)
 from ultrachat.generate import run_generate
 from ultrachat.generation.records import DIALOGUE_SCHEMA
 from ultrachat.generation.run import DIALOGUES_DIR
@@ -62,7 +65,29 @@ def stage_configs(config: PipelineConfig) -> dict:
         stats["input"]["path"] = stats["input"]["path"] or dialogues
         stats["tokenizer"] = config.stats_tokenizer()
         configs["stats"] = StatsConfig.model_validate({**job_keys("stats"), **stats})
+    if "evaluate" in config.stages:
+        configs["evaluate"] = EvaluateConfig.model_validate(
+            {**job_keys("evaluate"), **evaluation_endpoints(config.evaluate.model_dump(), config, served_url(configs["serve"]))})
     return {stage: configs[stage] for stage in STAGES if stage in configs}
+
+
+# The variable that carries one of serve.auth's keys to the evaluate stage's endpoints.
+SERVED_KEY_ENV = "ULTRACHAT_PIPELINE_SERVE_KEY"
+
+
+def served_url(config: ServeConfig) -> str:
+    """Where a local app answers (start_serving returns the real one, which replaces this at run time)."""
+    port = config.direct_port if config.ingress == "direct" else config.port
+    return f"http://{config.host}:{port}/v1"
+
+
+def evaluation_endpoints(evaluate: dict, config: PipelineConfig, base_url: str) -> dict:
+    """The evaluate section with unset endpoints pointing at the serve stage's app at ``base_url``."""
+    key_env = SERVED_KEY_ENV if config.serve.auth.enabled else None
+    for chat in [c["chat"] for c in evaluate["candidates"]] + [evaluate["judge"]["chat"]]:
+        if chat["base_url"] is None:
+            chat["base_url"], chat["api_key_env"] = base_url, chat["api_key_env"] or key_env
+    return evaluate
 
 
 @dataclass
@@ -82,15 +107,24 @@ def run_pipeline(config: PipelineConfig) -> dict:
     started = time.monotonic()
     configs = stage_configs(config)
     results: dict[str, StageResult] = {}
-    for number, stage in enumerate(config.stages, 1):
-        stage_config = configs[stage]
-        logger.info("stage %d/%d: %s -> %s", number, len(config.stages), stage, stage_config.output_dir)
-        save_resolved(stage_config, stage, "the pipeline config")
-        stage_started = time.monotonic()
-        results[stage] = _RUNNERS[stage](stage_config, config.serve)
-        results[stage].seconds = round(time.monotonic() - stage_started, 1)
-        logger.info("stage %d/%d: %s %s in %.0f s", number, len(config.stages), stage,
-                    "skipped (already done)" if results[stage].skipped else "done", results[stage].seconds)
+    finished = False
+    try:
+        for number, stage in enumerate(config.stages, 1):
+            stage_config = configs[stage]
+            if stage == "evaluate":  # the app's real address, known now that it serves
+                stage_config = _served_evaluation(stage_config, config, configs["serve"],
+                                                  results["serve"].counts["base_url"])
+            logger.info("stage %d/%d: %s -> %s", number, len(config.stages), stage, stage_config.output_dir)
+            save_resolved(stage_config, stage, "the pipeline config")
+            stage_started = time.monotonic()
+            results[stage] = _RUNNERS[stage](stage_config, config)
+            results[stage].seconds = round(time.monotonic() - stage_started, 1)
+            logger.info("stage %d/%d: %s %s in %.0f s", number, len(config.stages), stage,
+                        "skipped (already done)" if results[stage].skipped else "done", results[stage].seconds)
+        finished = True
+    finally:
+        if "serve" in results:
+            _finish_serving(configs["serve"], config, results["serve"], finished)
     artifacts = {"resolved_configs": [storage.join(c.output_dir, RESOLVED_CONFIG_NAME) for c in configs.values()]}
     for result in results.values():
         artifacts.update(result.artifacts)
@@ -98,7 +132,7 @@ def run_pipeline(config: PipelineConfig) -> dict:
     return {"stages": {stage: result.summary() for stage, result in results.items()}, "artifacts": artifacts}
 
 
-def _generate(config: GenerateConfig, _serve: PipelineServe) -> StageResult:
+def _generate(config: GenerateConfig, _pipeline: PipelineConfig) -> StageResult:
     counts = run_generate(config)
     artifacts, skipped = {}, True
     if "construction" in counts:
@@ -112,14 +146,14 @@ def _generate(config: GenerateConfig, _serve: PipelineServe) -> StageResult:
     return StageResult(counts, skipped, artifacts)
 
 
-def _stats(config: StatsConfig, _serve: PipelineServe) -> StageResult:
+def _stats(config: StatsConfig, _pipeline: PipelineConfig) -> StageResult:
     from ultrachat.stats.run import run_stats
 
     counts = run_stats(config)
     return StageResult(counts, artifacts={"stats_report": counts["report"], "stats_json": counts["stats_json"]})
 
 
-def _train(config: TrainConfig, _serve: PipelineServe) -> StageResult:
+def _train(config: TrainConfig, _pipeline: PipelineConfig) -> StageResult:
     counts = run_train(config)
     artifacts = {"prepared_data": storage.join(config.output_dir, "prepared"),
                  "checkpoints": storage.join(config.output_dir, "checkpoints"),
@@ -127,30 +161,63 @@ def _train(config: TrainConfig, _serve: PipelineServe) -> StageResult:
     return StageResult(counts, "already_exported" in counts, artifacts)
 
 
-def _serve(config: ServeConfig, settings: PipelineServe) -> StageResult:
-    from ultrachat.serving.run import hold_until_stopped, start_serving, stop_serving, usage_example
+def _serve(config: ServeConfig, pipeline: PipelineConfig) -> StageResult:
+    """Deploy and ask one question; the app stays up for the stages after it (``_finish_serving``)."""
+    from ultrachat.serving.run import start_serving, stop_serving
 
     started = time.monotonic()
     base_url = start_serving(config)
     try:
         counts = {"base_url": base_url, "models": [m.name for m in config.models],
-                  "ready_s": round(time.monotonic() - started, 1), **_chat(base_url, config, settings)}
+                  "ready_s": round(time.monotonic() - started, 1), **_chat(base_url, config, pipeline.serve)}
     except BaseException:
         if not config.detach:
             stop_serving()
         raise
     counts["stopped"] = False
-    if not settings.keep_serving:
-        stop_serving()
-        counts["stopped"] = True
+    return StageResult(counts, artifacts={"served_at": base_url})
+
+
+def _finish_serving(config: ServeConfig, pipeline: PipelineConfig, result: StageResult, finished: bool) -> None:
+    """After the last stage (or a failed one): stop the app, hand it over (detach) or serve until Ctrl-C."""
+    from ultrachat.serving.run import hold_until_stopped, stop_serving, usage_example
+
+    if result.counts.get("stopped", True):
+        return
+    settings = pipeline.serve
+    if not finished or not settings.keep_serving:
+        if not (config.detach and settings.keep_serving):
+            stop_serving()
+            result.counts["stopped"] = True
     elif config.detach:
         logger.info("keep_serving with detach: the app stays deployed on the cluster; `serve shutdown` stops it")
     else:
-        logger.info("keep_serving: serving at %s until Ctrl-C\n%s", base_url, usage_example(base_url, config))
-        hold_until_stopped()
-        stop_serving()
-        counts["stopped"] = True
-    return StageResult(counts, artifacts={"served_at": base_url})
+        logger.info("keep_serving: serving at %s until Ctrl-C\n%s", result.counts["base_url"],
+                    usage_example(result.counts["base_url"], config))
+        try:
+            hold_until_stopped()
+        finally:
+            stop_serving()
+            result.counts["stopped"] = True
+
+
+def _served_evaluation(config: EvaluateConfig, pipeline: PipelineConfig, serve: ServeConfig,
+                       base_url: str) -> EvaluateConfig:
+    """The evaluate stage's endpoints that default to the app, at its real address (and key)."""
+    from ultrachat.config import JobSettings
+    from ultrachat.serving.run import api_key
+
+    if serve.auth.enabled:  # one of the app's own keys, in this process only: never in a config or log
+        os.environ[SERVED_KEY_ENV] = api_key(serve) or ""
+    evaluate = evaluation_endpoints(pipeline.evaluate.model_dump(), pipeline, base_url)
+    return EvaluateConfig.model_validate({**config.model_dump(include=set(JobSettings.model_fields)), **evaluate})
+
+
+def _evaluate(config: EvaluateConfig, _pipeline: PipelineConfig) -> StageResult:
+    from ultrachat.evaluation.run import run_evaluate
+
+    counts = run_evaluate(config)
+    return StageResult(counts, artifacts={"evaluation_report": counts["report"]})
 
 
 def _chat(base_url: str, config: ServeConfig, settings: PipelineServe) -> dict:
@@ -174,7 +241,7 @@ def _absolute(path: str) -> str:
     return path if storage.is_uri(path) else os.path.abspath(path)
 
 
-_RUNNERS = {"generate": _generate, "stats": _stats, "train": _train, "serve": _serve}
+_RUNNERS = {"generate": _generate, "stats": _stats, "train": _train, "serve": _serve, "evaluate": _evaluate}
 
 
 def _example_dialogue(dialogues_dir: str, width: int = 240) -> list[str]:
@@ -212,4 +279,10 @@ def _report(artifacts: dict, results: dict[str, StageResult]) -> str:
         lines.append(f"  {'model served:':18} {serve['models'][0]} at {serve['base_url']} ({state})")
         lines.append(f"  {'prompt:':18} {serve['prompt']}")
         lines.append(f"  {'reply:':18} {serve['reply']!r}")
+    if "evaluate" in results:
+        head = dict(results["evaluate"].counts["headline"])
+        parsed = head.pop("judge_parsed")
+        shown = "; ".join(f"{name} {value}" for name, value in head.items())
+        lines.append(f"  {'model quality:':18} {shown} (judge verdicts parsed {parsed}; "
+                     f"{results['evaluate'].counts['report']})")
     return "\n".join(lines)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from ultrachat.config import load_config
-from ultrachat.config.schema import GenerateConfig, ServeConfig, StatsConfig, TrainConfig
+from ultrachat.config.schema import EvaluateConfig, GenerateConfig, ServeConfig, StatsConfig, TrainConfig
 from ultrachat.errors import ConfigError
 from ultrachat.pipeline import stage_configs
 
@@ -23,8 +23,8 @@ def test_each_stage_gets_its_own_job_config_linked_to_the_previous_stage(tmp_pat
     configs = stage_configs(config)
     generate, stats, train, serve = configs["generate"], configs["stats"], configs["train"], configs["serve"]
     assert isinstance(generate, GenerateConfig) and isinstance(train, TrainConfig) and isinstance(serve, ServeConfig)
-    assert isinstance(stats, StatsConfig)
-    stages = ("generate", "stats", "train", "serve")
+    assert isinstance(stats, StatsConfig) and isinstance(configs["evaluate"], EvaluateConfig)
+    stages = ("generate", "stats", "train", "serve", "evaluate")
     assert [c.output_dir for c in configs.values()] == [f"{tmp_path}/run/{s}" for s in stages]
     assert [c.run_name for c in configs.values()] == [f"demo-{s}" for s in stages]
     assert train.data.paths == [f"{tmp_path}/run/generate/dialogues"]
@@ -34,6 +34,12 @@ def test_each_stage_gets_its_own_job_config_linked_to_the_previous_stage(tmp_pat
     # The served model is the train stage's export, by an absolute path the replicas can open.
     assert serve.models[0].source == f"{tmp_path}/run/train/export" and serve.models[0].name == "ultrallama-smollm2"
     assert serve.detach is False and generate.ray == config.ray == train.ray
+    # The evaluation's endpoints without base_url are the served app (no key: it has no auth), by model name.
+    evaluate = configs["evaluate"]
+    endpoints = [c.chat for c in evaluate.candidates] + [evaluate.judge.chat]
+    assert {e.base_url for e in endpoints} == {"http://127.0.0.1:8100/v1"} and {e.api_key_env for e in endpoints} == {None}
+    assert [c.chat.model for c in evaluate.candidates] == ["ultrallama-smollm2", "smollm2-base"]
+    assert evaluate.pairs() == [("fine-tuned", "base")]
     # Settings given in the pipeline file reach the stage configs unchanged.
     assert train.num_workers == config.train.num_workers and generate.openings.limit == config.generate.openings.limit
 
@@ -61,7 +67,7 @@ def test_stages_run_in_pipeline_order_and_need_what_they_link_to():
         load("stages=[train,train]")
     with pytest.raises(ConfigError, match="train stage's export, but train is not in stages"):
         load("stages=[generate,serve]")
-    with pytest.raises(ConfigError, match="'generate', 'stats', 'train' or 'serve' \\(got 'serv'\\)"):
+    with pytest.raises(ConfigError, match="'generate', 'stats', 'train', 'serve' or 'evaluate' \\(got 'serv'\\)"):
         load("stages=[generate,serv]")
     assert "stats" not in stage_configs(load("stages=[generate,train]"))
 
@@ -84,3 +90,16 @@ def test_unknown_keys_in_a_stage_section_name_the_nearest_key():
         load("train.num_workrs=2", "serve.chat.promt=hi")
     text = str(info.value)
     assert "did you mean 'num_workers'" in text and "did you mean 'prompt'" in text
+
+
+def test_evaluate_stage_needs_its_section_and_served_model_names():
+    with pytest.raises(ConfigError, match="evaluate: the evaluate stage is listed but has no section"):
+        load("evaluate=null")
+    with pytest.raises(ConfigError, match=r"evaluate.judge.chat.model: 'nope' is not served by the serve stage"):
+        load("evaluate.judge.chat.model=nope")
+    with pytest.raises(ConfigError, match=r"evaluate.candidates\[0\].chat.base_url.*serve is not in stages"):
+        load("stages=[generate,train,evaluate]")
+    # An endpoint of its own needs neither the serve stage nor a served name.
+    config = load("stages=[evaluate]", "evaluate.candidates.0.chat.base_url=http://127.0.0.1:9/v1",
+                  "evaluate.candidates.1.chat.base_url=http://127.0.0.1:9/v1", "evaluate.judge.chat.base_url=http://127.0.0.1:9/v1")
+    assert stage_configs(config)["evaluate"].judge.chat.base_url == "http://127.0.0.1:9/v1"

@@ -1,8 +1,9 @@
-"""Config of the end-to-end pipeline: the three stage sections, wired to each other.
+"""Config of the end-to-end pipeline: the stage sections, wired to each other.
 
 Each section is the stage's own schema with the links filled in by the pipeline: training reads
-the generate stage's dialogues unless ``train.data.paths`` names other data, and a served model
-without a ``source`` is the train stage's export. Stage outputs go under ``output_dir/<stage>``.
+the generate stage's dialogues unless ``train.data.paths`` names other data, a served model without
+a ``source`` is the train stage's export, and an evaluation endpoint without a ``base_url`` is the
+serve stage's app. Stage outputs go under ``output_dir/<stage>``.
 """
 
 from __future__ import annotations
@@ -11,15 +12,17 @@ from typing import Literal
 
 from pydantic import Field
 
-from ultrachat.config.base import Section
-from ultrachat.config.base import ModelRef
+from ultrachat.config.base import EnvVarName, ModelRef, Section
+from ultrachat.config.chat import OpenAIBackend
+from ultrachat.config.evaluation import Candidate, EvalJudge, EvaluateStage
 from ultrachat.config.serving import ServedModel, ServedSource, ServeStage
 from ultrachat.config.stats import StatsInput, StatsStage
 from ultrachat.config.training import TrainData, TrainStage
 from ultrachat.storage import StoragePath
 
-STAGES = ("generate", "stats", "train", "serve")
-Stage = Literal["generate", "stats", "train", "serve"]
+STAGES = ("generate", "stats", "train", "serve", "evaluate")
+DEFAULT_STAGES = ("generate", "stats", "train", "serve")
+Stage = Literal["generate", "stats", "train", "serve", "evaluate"]
 
 
 class PipelineStatsInput(StatsInput):
@@ -57,6 +60,28 @@ class PipelineServe(ServeStage):
     # false: after the reply the app is deleted and the run ends (the local demo); true: it keeps
     # serving, until Ctrl-C (detach: false) or on the cluster after the job exits (detach: true).
     keep_serving: bool = False
+
+
+class PipelineEndpoint(OpenAIBackend):
+    base_url: str | None = Field(default=None, min_length=1, description="default: the serve stage's app")
+    # Default: none for the serve stage's app without auth; with serve.auth, the pipeline passes one
+    # of its keys. Another endpoint needs its key's variable here.
+    api_key_env: EnvVarName | None = None
+
+
+class PipelineCandidate(Candidate):
+    chat: PipelineEndpoint
+
+
+class PipelineJudge(EvalJudge):
+    chat: PipelineEndpoint
+
+
+class PipelineEvaluate(EvaluateStage):
+    """The served models (by the names serve.models gives them) judged against each other."""
+
+    candidates: list[PipelineCandidate] = Field(min_length=1)
+    judge: PipelineJudge
 
 
 def check_stage_order(stages: list[str]) -> list[str]:

@@ -15,7 +15,8 @@ from pydantic import AfterValidator, Field, model_validator
 from ultrachat.config.base import LeaseSettings, LogLevel, Section
 from ultrachat.config.evaluation import EvaluateStage
 from ultrachat.config.generation import GenerateStage
-from ultrachat.config.pipeline import STAGES, PipelineServe, PipelineStats, PipelineTrain, Stage, check_stage_order
+from ultrachat.config.pipeline import (DEFAULT_STAGES, PipelineEvaluate, PipelineServe, PipelineStats, PipelineTrain,
+                                       Stage, check_stage_order)
 from ultrachat.config.serving import ServeStage
 from ultrachat.config.stats import StatsStage
 from ultrachat.config.training import TrainStage
@@ -79,13 +80,17 @@ class ServeConfig(JobSettings, ServeStage):
 
 
 class PipelineConfig(JobSettings):
-    """generate -> stats -> train -> serve in one job; see config/pipeline.py for how the stages are linked."""
+    """generate -> stats -> train -> serve -> evaluate in one job; see config/pipeline.py for how the stages
+    are linked."""
 
-    stages: Annotated[list[Stage], AfterValidator(check_stage_order)] = Field(default=list(STAGES), min_length=1)
+    stages: Annotated[list[Stage], AfterValidator(check_stage_order)] = Field(default=list(DEFAULT_STAGES),
+                                                                              min_length=1)
     generate: GenerateStage
     stats: PipelineStats = PipelineStats()
     train: PipelineTrain
     serve: PipelineServe = PipelineServe()
+    # The served models judged against each other; runs when "evaluate" is in stages.
+    evaluate: PipelineEvaluate | None = None
 
     def local_ray_env(self) -> dict[str, str]:
         return self.serve.local_ray_env() if "serve" in self.stages else {}
@@ -104,7 +109,28 @@ class PipelineConfig(JobSettings):
         if "serve" in self.stages and "train" not in self.stages and any(m.source is None for m in self.serve.models):
             raise ValueError("serve.models: a model without `source` serves the train stage's export, but train is "
                              "not in stages; fix: keep train in stages (a finished run is skipped) or set the source")
+        if "evaluate" in self.stages:
+            problems = self._evaluate_problems()
+            if problems:
+                raise ValueError("; ".join(problems))
         return self
+
+    def _evaluate_problems(self) -> list[str]:
+        if self.evaluate is None:
+            return ["evaluate: the evaluate stage is listed but has no section; add `evaluate:` with candidates "
+                    "and a judge (see configs/pipeline/local.yaml), or drop it from stages"]
+        if "serve" in self.stages:
+            names = [m.name for m in self.serve.models]
+            return [f"{key}.chat.model: {chat.model!r} is not served by the serve stage (serve.models: {names}); "
+                    f"fix: use one of those names or give the endpoint its own base_url"
+                    for key, chat in self._evaluation_endpoints() if chat.base_url is None and chat.model not in names]
+        served = [f"{key}.chat.base_url" for key, chat in self._evaluation_endpoints() if chat.base_url is None]
+        return [f"{', '.join(served)}: unset means the serve stage's app, but serve is not in stages; fix: keep "
+                f"serve in stages or give each endpoint its base_url"] if served else []
+
+    def _evaluation_endpoints(self) -> list[tuple[str, object]]:
+        return ([(f"evaluate.candidates[{i}]", c.chat) for i, c in enumerate(self.evaluate.candidates)]
+                + [("evaluate.judge", self.evaluate.judge.chat)])
 
 
 JOB_SCHEMAS: dict[str, type[JobSettings]] = {
