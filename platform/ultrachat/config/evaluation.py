@@ -67,6 +67,8 @@ class EvalJudge(Section):
     system_prompt: str | None = None
     # Sent once with the judge's unparseable reply; a second unparseable reply is counted, never guessed.
     format_reminder: str = Field(default=DEFAULT_FORMAT_REMINDER, min_length=1)
+    # Said first in the report, e.g. why this judge was used and how far to trust it.
+    caveat: str | None = None
     # Each answer shown to the judge is cut to this many characters (the report counts the cut ones).
     max_answer_chars: int = Field(default=8000, ge=100)
 

@@ -60,6 +60,8 @@ class FakeBehavior:
     required_api_key: str | None = None  # when set, other keys get 401
     hang_s: float = 3600.0  # a "timeout" fault hangs this long (or until the server stops)
     model: str = "fake-model"
+    # False: a request with `response_format` gets HTTP 400, as from a server without structured output.
+    structured_output: bool = True
     record_last: int = 100  # request bodies kept in stats.bodies
 
 
@@ -202,6 +204,8 @@ class FakeOpenAIServer:
             return _error(400, "request body must be a JSON object with a 'messages' list",
                           "invalid_request_error")
         self.stats.bodies.append(body)
+        if "response_format" in body and not self.behavior.structured_output:
+            return _error(400, "response_format is not supported by this server (fake)", "invalid_request_error")
         fault = self._next_fault()
         if fault:
             self.stats.faults[fault] += 1

@@ -49,7 +49,7 @@ def render_report(config, results: dict, plots: list[str]) -> str:
              f"`{judge['model']}` at {judge['base_url']}; protocols {', '.join(results['protocols'])}. Intervals are "
              f"{level}% bootstrap intervals over the prompts ({config.bootstrap.samples} resamples, seed "
              f"{config.bootstrap.seed}).", ""]
-    lines += _trust(judge)
+    lines += _trust(judge, config.judge.caveat)
     if "pairwise" in results:
         lines += _pairwise(results, level)
     if "single" in results:
@@ -68,9 +68,9 @@ def render_report(config, results: dict, plots: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _trust(judge: dict) -> list[str]:
-    """A plain warning when the numbers rest on little: few parsed verdicts, or many lost."""
-    notes = []
+def _trust(judge: dict, caveat: str | None) -> list[str]:
+    """A plain warning when the numbers rest on little: a judge named weak, few parsed verdicts, many lost."""
+    notes = [caveat.rstrip(". ")] if caveat else []
     if judge["parsed"] < _FEW_VERDICTS:
         notes.append(f"only {judge['parsed']} of {judge['planned']} verdicts parsed: the intervals are wide and the "
                      f"numbers show that the loop works more than which model is better")
@@ -81,7 +81,8 @@ def _trust(judge: dict) -> list[str]:
                      f"{judge['position_consistency']:.0f}% of pairs (GPT-4 in FastChat: 87%): it mostly follows the order")
     if not notes:
         return []
-    return ["> **Read with care:** " + "; ".join(notes) + ". A strong judge (e.g. GPT-4-class, or a large open "
+    parsed = f"{judge['parsed']} of {judge['planned']} verdicts parsed"
+    return ["> **Read with care:** " + "; ".join(notes) + f" ({parsed}). A strong judge (e.g. GPT-4-class, or a large open "
             "model served by `ultrachat serve`) is what the paper's protocol assumes.", ""]
 
 
