@@ -58,7 +58,9 @@ def run_evaluate(config) -> dict:
     counts = {**paths, "prompts": len(prompts), "calls": calls, "headline": _headline(results)}
     failed = sum(c["failed"] for c in calls.values())
     problem = next((s for s in stopped if s), None)
-    if problem or too_many_failed(failed, sum(c["planned"] for c in calls.values()), config.failures, complete=True):
+    # Judged per wave: a judge that fails every call is a failed run, whatever the answers did.
+    if problem or any(too_many_failed(c["failed"], c["planned"] - c["missing"], config.failures, complete=True)
+                      for c in calls.values()):
         raise PartialFailure(
             f"evaluate: {failed} calls failed ({problem or 'more than failures.max_failed_fraction allows'}); the "
             f"report {paths['report']} covers what finished. Fix the endpoint named in the errors (results.json: "
