@@ -33,8 +33,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The main job on the local default, the whole platform in a few minutes: UltraChat dialogues (vLLM CPU,
-# tiny model) -> data statistics (the paper's table) -> fine-tune (Ray Train + DeepSpeed) -> export -> serve (Ray Serve + vLLM) -> a chat reply.
-# Output: outputs/pipeline-local/{generate,stats,train,serve}/; a re-run skips what is done.
+# tiny model) -> data statistics (the paper's table) -> fine-tune (Ray Train + DeepSpeed) -> export -> serve (Ray Serve + vLLM) -> a chat reply
+# -> evaluate (the fine-tune against its base, the paper's judge protocol on 10 prompts).
+# Output: outputs/pipeline-local/{generate,stats,train,serve,evaluate}/; a re-run skips what is done.
 demo: setup
 	$(VENV)/bin/ultrachat pipeline --config configs/pipeline/local.yaml
 

@@ -162,14 +162,14 @@ def write_openings(path: Path, count: int, tag: str) -> None:
             handle.write(json.dumps({"id": f"{tag}-{i:06d}", "sector": SECTORS[i % 3], "text": text}) + "\n")
 
 
-def run_job(config: dict, work: Path, name: str, timeout_s: float) -> dict:
-    """Run jobs/generate.py on ``config`` as a subprocess; return its summary and wall time."""
+def run_job(config: dict, work: Path, name: str, timeout_s: float, job: str = "generate") -> dict:
+    """Run jobs/<job>.py on ``config`` as a subprocess; return its summary and wall time."""
     import yaml
 
     config_path = work / f"{name}.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     log_path = work / f"{name}.log"
-    command = [sys.executable, str(REPO / "jobs" / "generate.py"), "--config", str(config_path),
+    command = [sys.executable, str(REPO / "jobs" / f"{job}.py"), "--config", str(config_path),
                f"output_dir={config['output_dir']}"]
     logger.info("%s: running %s (log: %s)", name, " ".join(command[1:]), log_path)
     started = time.monotonic()
@@ -186,7 +186,7 @@ def run_job(config: dict, work: Path, name: str, timeout_s: float) -> dict:
     lines = [line for line in stdout.strip().splitlines() if line.startswith("{")]
     summary = json.loads(lines[-1]) if lines else None
     if process.returncode != 0 or not summary or summary.get("status") != "succeeded":
-        raise RuntimeError(f"{name}: generate job failed (exit {process.returncode}, summary {summary}); "
+        raise RuntimeError(f"{name}: {job} job failed (exit {process.returncode}, summary {summary}); "
                            f"log tail:\n{tail(log_path)}")
     logger.info("%s: job finished in %.1f s: %s", name, wall_s, summary.get("counts"))
     return {"summary": summary, "wall_s": wall_s}
@@ -228,12 +228,12 @@ def window_stats(records: list[dict]) -> dict:
 # ------------------------------------------------------------------------------ (a) fake server
 
 
-def start_fake_server(work: Path, latency: float) -> tuple[subprocess.Popen, str, Path]:
+def start_fake_server(work: Path, latency: float, *extra_args: str) -> tuple[subprocess.Popen, str, Path]:
     port = free_port()
     log_path = work / "fake_openai.log"
     log = log_path.open("w")
     process = subprocess.Popen([sys.executable, "-m", "ultrachat.devtools.fake_openai", "--port", str(port),
-                                "--latency", str(latency)], cwd=REPO, env=base_env(), stdout=log,
+                                "--latency", str(latency), *extra_args], cwd=REPO, env=base_env(), stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
     base_url = f"http://127.0.0.1:{port}/v1"

@@ -1,7 +1,8 @@
 """`jobs/pipeline.py` with the shipped local config (what `make demo` runs), on a private local Ray.
 
-One failed run, one that finishes the rest, one that finds everything done: generate -> train ->
-export -> serve -> a chat reply, each stage skipping what an earlier run finished. The config's
+One failed run, one that finishes the rest, one that finds everything done: generate -> stats -> train
+-> export -> serve -> a chat reply -> evaluate (the fine-tune against its base, judged by the base), each
+stage skipping what an earlier run finished. The config's
 model is the real SmolLM2-135M-Instruct, so the checks on words are real: the served fine-tune
 answers a factual question, and simulated user turns read as a user's by the platform's own filter.
 """
@@ -75,7 +76,7 @@ def test_the_pipeline_resumes_after_a_failure_and_ends_with_a_served_reply(pipel
     assert serve["base_url"] == f"http://127.0.0.1:{pipeline_run['direct_port']}/v1"
     assert "paris" in serve["reply"].lower(), serve["reply"]  # "What is the capital of France?", greedy
     assert serve["stopped"]
-    for stage in ("1/4: generate", "2/4: stats", "3/4: train", "4/4: serve"):
+    for stage in ("1/5: generate", "2/5: stats", "3/5: train", "4/5: serve", "5/5: evaluate"):
         assert f"stage {stage}" in stderr
     assert "step 1 | loss" in stderr  # training progress, followed from metrics.jsonl on the driver
     # A reader's terminal: the workers' output stays in Ray's log files, teardown leaves no traceback.
@@ -95,7 +96,21 @@ def test_the_pipeline_resumes_after_a_failure_and_ends_with_a_served_reply(pipel
     assert "one dialogue:" in report and "assistant: " in report
     assert f"the paper's table beside it: {out / 'stats' / 'report.md'}" in report
 
-    with socket.socket() as sock:  # the server was stopped after the reply
+    # The evaluate stage: both served models answered the 10 prompts, the 135M judge's verdicts were asked
+    # for as schema-constrained JSON, and the report says plainly how little they mean.
+    evaluate = stages["evaluate"]
+    assert evaluate["prompts"] == 10 and evaluate["calls"]["answers"]["ok"] == 20
+    judgments = evaluate["calls"]["judgments"]
+    assert judgments["failed"] == 0 and judgments["ok"] + judgments["unparseable"] == judgments["planned"]
+    results = json.loads(Path(artifacts["evaluation_report"]).with_name("results.json").read_text())
+    assert results["candidates"]["fine-tuned"]["model"] == "ultrallama-smollm2"
+    assert results["judge"]["schema_constrained"] == results["judge"]["judged"] > 0
+    assert all(a["text"].strip() for p in results["per_prompt"] for a in p["answers"].values())
+    evaluation = Path(artifacts["evaluation_report"]).read_text()
+    assert "far too weak" in evaluation and f"{results['judge']['parsed']} of {results['judge']['planned']} verdicts parsed" in evaluation
+    assert "model quality:" in report and str(artifacts["evaluation_report"]) in report
+
+    with socket.socket() as sock:  # the server was stopped after the evaluation
         assert sock.connect_ex(("127.0.0.1", pipeline_run["direct_port"])) != 0
 
     # Real words: some simulated user turn after the opening is a user's, not the helper's voice.

@@ -1,0 +1,128 @@
+"""Evaluation benchmark: the evaluate job's answer and judge throughput against its ideal.
+
+Run from the repo root::
+
+    .venv/bin/python bench/evaluation.py                       # C = 64, L = 0.5 s, the paper's 385 prompts
+    .venv/bin/python bench/evaluation.py --concurrency 32 --latency 0.25 --quick
+
+The fake OpenAI-compatible server (``python -m ultrachat.devtools.fake_openai``) runs in its own process
+on 127.0.0.1 and answers every request after a fixed latency L, always with the same reply, a JSON
+object that is both a pairwise verdict and a 1-10 score (so every judgment parses and nothing is asked
+twice). ``jobs/evaluate.py`` runs as a subprocess (a private local Ray) with two candidates and the judge
+on that server, C = calls_per_batch x batches_in_flight calls in flight on one actor (each endpoint's
+max_concurrency is C, so the pool is the bound), over the prompts: 2N answers, then 4N judgments (both
+orders of the pair, one score per answer). The ideal rate is C/L calls/s. Achieved, per wave = its calls /
+its window (first call's start to last call's end, from the cache records). Goal: achieved / (C/L) >= 0.9,
+the bar the generation job meets. The job's wall time (Ray start, planning, report) is reported beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from generation import REPO, kill_group, run_job, start_fake_server, stop_fake_server
+
+logger = logging.getLogger("bench.evaluation")
+VERDICT = '{"reason": "benchmark", "verdict": "A", "score": 7}'
+
+
+def wave_stats(directory: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    rows = [r for shard in sorted(directory.glob("part-*.parquet"))
+            for r in pq.read_table(shard, columns=["status", "started_at", "seconds"]).to_pylist()]
+    start = min(r["started_at"] for r in rows)
+    end = max(r["started_at"] + r["seconds"] for r in rows)
+    statuses: dict[str, int] = {}
+    for r in rows:
+        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+    return {"calls": len(rows), "window_s": end - start, "statuses": statuses,
+            "mean_call_s": sum(r["seconds"] for r in rows) / len(rows)}
+
+
+def run(args, work: Path) -> dict:
+    server, base_url, server_log = start_fake_server(work, args.latency, "--reply", VERDICT)
+    try:
+        batches = max(1, args.concurrency // args.calls_per_batch)
+        chat = {"backend": "openai", "base_url": base_url, "model": "fake-model", "api_key_env": None,
+                "max_concurrency": args.concurrency, "timeout_s": 60}
+        config = {
+            "output_dir": str(work / "out"), "run_name": "bench-evaluation", "log_level": "INFO",
+            "ray": {"local_num_cpus": 2, "data_progress": False},
+            "prompts": {"path": "package:ultra_eval", **({"limit": args.prompts} if args.prompts else {})},
+            "candidates": [{"name": name, "chat": chat, "system_prompt": f"You are {name}.",
+                            "sampling": {"max_tokens": 64}} for name in ("new", "old")],
+            "judge": {"chat": chat, "sampling": {"temperature": 0, "max_tokens": 64}},
+            "baseline": "old", "plots": False,
+            "actors": {"min_actors": 1, "max_actors": 1, "num_cpus": 0, "calls_per_batch": args.calls_per_batch,
+                       "batches_in_flight": batches},
+        }
+        job = run_job(config, work, "evaluate", args.timeout, job="evaluate")
+    finally:
+        requests = stop_fake_server(server, server_log)
+        kill_group(server)
+    ideal = batches * args.calls_per_batch / args.latency
+    waves = {name: wave_stats(work / "out" / "cache" / name) for name in ("answers", "judgments")}
+    for stats in waves.values():
+        stats["achieved_cps"] = stats["calls"] / stats["window_s"]
+        stats["ratio"] = stats["achieved_cps"] / ideal
+    calls = sum(w["calls"] for w in waves.values())
+    combined = calls / sum(w["window_s"] for w in waves.values())
+    return {"latency_s": args.latency, "concurrency": batches * args.calls_per_batch, "ideal_cps": ideal,
+            "waves": waves, "combined_cps": combined, "combined_ratio": combined / ideal, "goal": 0.9,
+            "server_requests": requests, "job_wall_s": job["wall_s"],
+            "job_calls_per_s_wall": calls / job["wall_s"], "summary": job["summary"]["counts"]["calls"]}
+
+
+def markdown(r: dict) -> str:
+    rows = ["| wave | calls | window s | calls/s | ideal C/L | ratio | goal | met |", "|---|---|---|---|---|---|---|---|"]
+    for name, w in r["waves"].items():
+        rows.append(f"| {name} | {w['calls']} | {w['window_s']:.2f} | {w['achieved_cps']:.1f} | {r['ideal_cps']:.1f} | "
+                    f"{w['ratio']:.3f} | >= {r['goal']} | {'yes' if w['ratio'] >= r['goal'] else '**no**'} |")
+    total = sum(w["calls"] for w in r["waves"].values())
+    rows.append(f"| both | {total} | {sum(w['window_s'] for w in r['waves'].values()):.2f} | {r['combined_cps']:.1f} | "
+                f"{r['ideal_cps']:.1f} | {r['combined_ratio']:.3f} | >= {r['goal']} | "
+                f"{'yes' if r['combined_ratio'] >= r['goal'] else '**no**'} |")
+    rows.append(f"\nC = {r['concurrency']}, L = {r['latency_s']} s; whole job {r['job_wall_s']:.1f} s wall "
+                f"({r['job_calls_per_s_wall']:.1f} calls/s including Ray start, planning and the report); "
+                f"fake server requests: {r['server_requests']}")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--latency", type=float, default=0.5, help="fake server latency L in seconds")
+    parser.add_argument("--concurrency", type=int, default=64, help="C: calls in flight")
+    parser.add_argument("--calls-per-batch", type=int, default=16)
+    parser.add_argument("--prompts", type=int, default=None, help="first N of the paper's 385 (default all)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 40 prompts")
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--out", default="evaluation_results.json")
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick and args.prompts is None:
+        args.prompts = 40
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    work = Path(tempfile.mkdtemp(prefix="bench-evaluation-"))
+    try:
+        result = run(args, work)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    result = {"machine": {"cpus": os.cpu_count()}, "args": vars(args), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              **result}
+    Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
