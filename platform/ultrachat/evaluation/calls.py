@@ -56,11 +56,15 @@ def judgment_key(judge: EvalJudge, messages: list[dict[str, str]]) -> str:
 
 
 def answer_calls(config: EvaluateStage, prompts: list[Prompt]) -> tuple[list[dict], dict]:
-    """(call rows, (prompt id, candidate) -> key). Identical calls (a prompt listed twice) run once."""
+    """(call rows, (prompt id, candidate) -> key). Identical calls (a prompt listed twice) run once.
+
+    Prompt-major: every batch holds calls for every candidate, so all endpoints work at once (candidate-
+    major, one endpoint's concurrency cap bounded the whole wave: 0.48 of C/L in bench/evaluation.py).
+    """
     rows: dict[str, dict] = {}
     keys: dict[tuple[str, str], str] = {}
-    for candidate in config.candidates:
-        for prompt in prompts:
+    for prompt in prompts:
+        for candidate in config.candidates:
             messages = answer_messages(candidate, prompt)
             key = answer_key(candidate, messages)
             keys[(prompt.id, candidate.name)] = key

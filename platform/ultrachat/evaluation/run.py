@@ -95,8 +95,11 @@ def _run_wave(config, wave: str, rows: list[dict], cached: dict, directory: str,
     stopped = None
     if todo:
         try:
-            run_pool_stage(_stage(config, wave, secrets), ray.data.from_items(todo), len(todo),
-                           ShardSink(directory, CALL_SCHEMA, key="key"))
+            # One block per batch: from_items' default (a block per row here) leaves the streaming
+            # repartition feeding the actor one batch at a time (0.16 of C/L measured, 0.9+ with this).
+            blocks = -(-len(todo) // config.actors.calls_per_batch)
+            run_pool_stage(_stage(config, wave, secrets), ray.data.from_items(todo, override_num_blocks=blocks),
+                           len(todo), ShardSink(directory, CALL_SCHEMA, key="key"))
         except PartialFailure as err:
             stopped = str(err)
     drop_superseded_failures(directory, retried, CALL_SCHEMA, key="key")
