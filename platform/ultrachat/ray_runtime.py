@@ -54,8 +54,15 @@ def init_ray(settings: RaySettings, job: str, run_name: str | None = None,
     if address:
         runtime_env = _ship_package_env()
         logger.info("connecting to the Ray cluster at %s (namespace %s)", address, settings.namespace)
-        ray.init(address=address, namespace=settings.namespace, job_config=job_config,
-                 runtime_env=runtime_env, log_to_driver=settings.log_to_driver)
+        try:
+            ray.init(address=address, namespace=settings.namespace, job_config=job_config,
+                     runtime_env=runtime_env, log_to_driver=settings.log_to_driver)
+        except ray.exceptions.AuthenticationError as err:
+            raise RuntimeError(
+                f"the Ray cluster at {address} refused this job's token ({err}). Fix: export RAY_AUTH_MODE=token "
+                f"and RAY_AUTH_TOKEN=<the cluster's token> (KubeRay: kubectl get secret ultrachat-ray-token -o "
+                f"jsonpath='{{.data.auth_token}}' | base64 -d), or submit with `ray job submit`, whose driver "
+                f"inherits it") from err
     else:
         memory = settings.local_object_store_memory_gb
         logger.info("starting a local Ray on %s (set RAY_ADDRESS to use a cluster)", LOCALHOST)
