@@ -61,6 +61,10 @@ COPY --chown=ray:users . .
 RUN pip install --no-deps . \
     && rm -rf build platform/*.egg-info
 
+# HAProxy's unauthenticated stats page (8404) on 127.0.0.1 instead of every interface: Ray 2.60 has no
+# switch for it (ultrachat/serving/haproxy_stats.py says why this is safe); fails if Ray's template moved.
+RUN python -m ultrachat.serving.haproxy_stats && python -m ultrachat.serving.haproxy_stats --check
+
 # Fail the build, not the first GPU job, if the stack is not what the manifests expect.
 RUN python - <<'EOF'
 import importlib.metadata as md

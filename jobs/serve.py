@@ -1,6 +1,8 @@
 """Entry point for serving, locally or through `ray job submit`:
 
     python jobs/serve.py --config configs/serve/local.yaml          # local Ray; serves until Ctrl-C
+    # the cluster's Ray token first (KubeRay: cluster.yaml)
+    export RAY_AUTH_MODE=token RAY_AUTH_TOKEN="$(kubectl get secret ultrachat-ray-token -o jsonpath='{.data.auth_token}' | base64 -d)"
     ray job submit --address http://HEAD:8265 --working-dir . -- \
         python jobs/serve.py --config configs/serve/my-cluster.yaml detach=true
 

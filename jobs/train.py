@@ -1,5 +1,7 @@
 """Entry point for `ray job submit`:
 
+    # the cluster's Ray token first (KubeRay: cluster.yaml)
+    export RAY_AUTH_MODE=token RAY_AUTH_TOKEN="$(kubectl get secret ultrachat-ray-token -o jsonpath='{.data.auth_token}' | base64 -d)"
     ray job submit --address http://HEAD:8265 --working-dir . -- \
         python jobs/train.py --config configs/train/local.yaml [key.path=value ...]
 

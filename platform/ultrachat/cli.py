@@ -88,12 +88,14 @@ def _doctor(args) -> int:
     from ultrachat.ray_runtime import init_ray, shutdown_ray
 
     try:
-        init_ray(RaySettings(), "doctor")
+        ray_info = init_ray(RaySettings(), "doctor")
         report = check_cluster()
     finally:
         shutdown_ray()
     status = "succeeded" if not report["problems"] else "failed"
-    _emit({"job": "doctor", "status": status, "output": None, **report})
+    # Auth off beyond loopback is a warning, not a failure: the cluster works, it is only exposed.
+    warnings = [ray_info["auth_warning"]] if ray_info.get("auth_warning") else []
+    _emit({"job": "doctor", "status": status, "output": None, "ray": ray_info, "warnings": warnings, **report})
     return 0 if status == "succeeded" else EXIT_FAILED
 
 

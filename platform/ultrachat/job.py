@@ -51,6 +51,8 @@ class JobSummary:
     counts: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     seconds: float = 0.0
+    # The Ray cluster the job ran on: address, resources, auth mode (and a warning when it is off).
+    ray: dict[str, Any] = field(default_factory=dict)
 
 
 def runner_for(job: str) -> Callable[[JobSettings], dict]:
@@ -108,7 +110,7 @@ def _run(job: str, config_file: str, overrides: list[str], summary: JobSummary) 
         logger.info("resolved config saved to %s", saved)
         from ultrachat.ray_runtime import init_ray
 
-        init_ray(config.ray, job, config.run_name, config.local_ray_env())
+        summary.ray = init_ray(config.ray, job, config.run_name, config.local_ray_env())
         summary.counts = run(config)
     summary.status = "succeeded"
     return EXIT_OK

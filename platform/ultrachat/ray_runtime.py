@@ -3,8 +3,10 @@
 - ``RAY_ADDRESS`` set (``ray job submit``, a KubeRay head, a test's head): connect to that cluster.
   When our package was imported from a source tree (the job's working_dir) rather than an installed
   copy, it is shipped to the workers with ``py_modules`` so every process runs the same code.
-- Otherwise: start a private local Ray bound to 127.0.0.1 with usage stats off.
-Job metadata and the namespace make runs recognisable in the Ray dashboard.
+- Otherwise: start a private local Ray bound to 127.0.0.1 with usage stats off and token auth on
+  (a token file only its owner can read: ``ray_auth``).
+Either way the description names the cluster's auth mode, with a warning when a cluster reachable
+beyond loopback runs without it. Job metadata and the namespace make runs recognisable in the dashboard.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import ultrachat
 from ultrachat.config.schema import RaySettings
 from ultrachat.local_env import apply_local_env_defaults
+from ultrachat.ray_auth import auth_warning, cluster_auth_mode, enable_local_token_auth
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +35,10 @@ def init_ray(settings: RaySettings, job: str, run_name: str | None = None,
     """
     address = os.environ.get("RAY_ADDRESS")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    local_auth = None
     if not address:
         apply_local_env_defaults()  # before `import ray`, which reads some of them
+        local_auth = enable_local_token_auth()
         if settings.local_worker_niceness is not None:
             # Read by the raylet this process starts; setdefault so an exported value wins.
             os.environ.setdefault("RAY_worker_niceness", str(settings.local_worker_niceness))
@@ -43,14 +48,21 @@ def init_ray(settings: RaySettings, job: str, run_name: str | None = None,
 
     if ray.is_initialized():
         logger.info("Ray already initialised in this process; reusing it")
-        return _describe(ray)
+        return _describe(ray, local_auth)
     metadata = {"ultrachat_job": job, "ultrachat_run": run_name or job}
     job_config = ray.job_config.JobConfig(metadata=metadata)
     if address:
         runtime_env = _ship_package_env()
         logger.info("connecting to the Ray cluster at %s (namespace %s)", address, settings.namespace)
-        ray.init(address=address, namespace=settings.namespace, job_config=job_config,
-                 runtime_env=runtime_env, log_to_driver=settings.log_to_driver)
+        try:
+            ray.init(address=address, namespace=settings.namespace, job_config=job_config,
+                     runtime_env=runtime_env, log_to_driver=settings.log_to_driver)
+        except ray.exceptions.AuthenticationError as err:
+            raise RuntimeError(
+                f"the Ray cluster at {address} refused this job's token ({err}). Fix: export RAY_AUTH_MODE=token "
+                f"and RAY_AUTH_TOKEN=<the cluster's token> (KubeRay: kubectl get secret ultrachat-ray-token -o "
+                f"jsonpath='{{.data.auth_token}}' | base64 -d), or submit with `ray job submit`, whose driver "
+                f"inherits it") from err
     else:
         memory = settings.local_object_store_memory_gb
         logger.info("starting a local Ray on %s (set RAY_ADDRESS to use a cluster)", LOCALHOST)
@@ -69,8 +81,10 @@ def init_ray(settings: RaySettings, job: str, run_name: str | None = None,
     if not settings.data_progress:
         # Without a TTY, Ray Data's progress is INFO lines of this logger.
         logging.getLogger("ray.data").setLevel(logging.WARNING)
-    info = _describe(ray)
+    info = _describe(ray, local_auth)
     logger.info("Ray ready: %s", info)
+    if info.get("auth_warning"):
+        logger.warning("%s", info["auth_warning"])
     if not settings.log_to_driver:
         logger.info("worker, engine and Ray Serve output goes to %s (ray.log_to_driver=true shows it here)",
                     _logs_dir(ray))
@@ -82,14 +96,25 @@ def _logs_dir(ray) -> str:
     return node.get_logs_dir_path() if node is not None else "the Ray session's logs dir (see the dashboard)"
 
 
-def _describe(ray) -> dict:
+def _describe(ray, local_auth: dict | None) -> dict:
     resources = ray.cluster_resources()
-    return {
-        "address": ray.get_runtime_context().gcs_address,
+    gcs_address = ray.get_runtime_context().gcs_address
+    try:
+        dashboard = ray._private.worker.get_dashboard_url() or None
+    except Exception:  # noqa: BLE001  (no dashboard, or not yet known: the mode is then probed no further)
+        dashboard = None
+    mode = local_auth["mode"] if local_auth else cluster_auth_mode(dashboard)
+    info = {
+        "address": gcs_address,
         "namespace": ray.get_runtime_context().namespace,
         "cpus": resources.get("CPU", 0),
         "gpus": resources.get("GPU", 0),
+        "auth": mode,
     }
+    warning = auth_warning(mode, gcs_address, dashboard)
+    if warning:
+        info["auth_warning"] = warning
+    return info
 
 
 def _ship_package_env() -> dict | None:

@@ -23,12 +23,13 @@ def kill_processes_using(marker: str) -> None:
 
 
 def run_job_locally(args: list[str], ray_tmp: str, env_extra: dict | None = None,
-                    timeout: int = 900) -> tuple[int, dict | None, str, str]:
+                    timeout: int = 900, env_replace: dict | None = None) -> tuple[int, dict | None, str, str]:
     """``python jobs/...`` as a terminal runs it, without RAY_ADDRESS: the job starts a private Ray under
-    ``ray_tmp`` (inheriting this env), and whatever it leaves behind is stopped afterwards.
+    ``ray_tmp`` (inheriting this env, or ``env_replace`` instead), and whatever it leaves behind is
+    stopped afterwards.
 
     Returns (exit code, the JSON summary or None, stdout, stderr)."""
-    env = {**os.environ, "RAY_TMPDIR": ray_tmp, **(env_extra or {})}
+    env = {**(os.environ if env_replace is None else env_replace), "RAY_TMPDIR": ray_tmp, **(env_extra or {})}
     env.pop("RAY_ADDRESS", None)
     repo = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen([sys.executable, *args], cwd=repo, env=env, stdout=subprocess.PIPE,

@@ -25,7 +25,7 @@ def test_manifest_is_valid(path, crd_dir):
 
 def test_cluster_yaml_contract():
     """What the jobs rely on, beyond schema validity."""
-    cluster, pvc = yaml.safe_load_all((REPO_ROOT / "cluster.yaml").read_text())
+    cluster, pvc, _policy = yaml.safe_load_all((REPO_ROOT / "cluster.yaml").read_text())  # policy: test_manifest_security
     spec = cluster["spec"]
     assert spec["rayVersion"] == "2.60.0"
     assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"

@@ -38,6 +38,7 @@ from ultrachat.config.base import FailurePolicy, PoolResources
 from ultrachat.errors import PartialFailure
 from ultrachat.llm.base import BackendDeadError
 from ultrachat.logs import setup_logging
+from ultrachat.secret_env import SecretEnv
 from ultrachat.observability import actor_name, named
 from ultrachat.stages.progress import ProgressReporter, StageTracker, too_many_failed
 
@@ -90,14 +91,13 @@ class PoolWorker:
     """The Ray Data actor: a generic shell around the stage's ``RowHandler``."""
 
     def __init__(self, handler_factory: Callable[[], RowHandler], key: str, schema: pa.Schema, tracker_name: str,
-                 namespace: str, failures: dict, secrets: dict[str, str], log_level: str, run: str):
+                 namespace: str, failures: dict, secrets: SecretEnv, log_level: str, run: str):
         setup_logging(log_level, role=f"actor={type(self).__name__} pid={os.getpid()}")
         observability.set_run(run)
         self.handler_factory, self.key, self.schema = handler_factory, key, schema
         self.tracker = ray.get_actor(tracker_name, namespace=namespace)
         self.failures = FailurePolicy.model_validate(failures)
-        for name, value in secrets.items():  # API keys: reach the backends, never a config or log
-            os.environ.setdefault(name, value)
+        secrets.apply()  # API keys: reach the backends, never an argument, a config or a log
         self.handler: RowHandler | None = None
         self.in_flight: set[str] = set()
 
@@ -206,7 +206,7 @@ def run_pool_stage(stage: PoolStage, rows, total: int, sink, prior: Counter | No
             max_restarts=stage.failures.max_actor_restarts, max_task_retries=stage.failures.max_batch_attempts,
             fn_constructor_kwargs={"handler_factory": stage.handler_factory, "key": stage.key, "schema": stage.schema,
                                    "tracker_name": tracker_name, "namespace": namespace,
-                                   "failures": stage.failures.model_dump(), "secrets": stage.secrets,
+                                   "failures": stage.failures.model_dump(), "secrets": SecretEnv(stage.secrets),
                                    "log_level": stage.log_level, "run": stage.run_label},
         )
     named(mapped, stage.dataset_name)

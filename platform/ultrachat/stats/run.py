@@ -17,6 +17,7 @@ import time
 from ultrachat import storage
 from ultrachat.config.stats import OpenAIEmbedder
 from ultrachat.errors import InputError, PartialFailure
+from ultrachat.secret_env import SecretEnv
 from ultrachat.stats import report
 from ultrachat.stats.aggregate import Aggregate
 from ultrachat.stats.dialogues import describe_files, input_files, read_dialogues
@@ -202,7 +203,7 @@ def _topic(config, dataset, sample: BottomK | None, model_dir: str | None, secre
             EmbedWorker, batch_format="pyarrow", batch_size=topic.embedding.batch_size * 4,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors.max_actors),
             num_cpus=0 if remote else actors.num_cpus, num_gpus=0 if remote else topic.embedding.num_gpus,
-            fn_constructor_kwargs={"config": topic.embedding, "model_dir": model_dir, "secrets": secrets})
+            fn_constructor_kwargs={"config": topic.embedding, "model_dir": model_dir, "secrets": SecretEnv(secrets)})
         new = found.take_all()
         write_cache(directory, new, EMBEDDING_SCHEMA)
         cached.update({row["key"]: row for row in new})
@@ -230,7 +231,7 @@ def _coherence(config, dataset, sample: BottomK | None, secrets: dict) -> dict |
     if missing:
         verdicts = rows_with_keys(dataset, missing).map_batches(
             judge_batch, batch_format="pyarrow", batch_size=max(16, judge.chat.max_concurrency), num_cpus=0,
-            compute=ray.data.TaskPoolStrategy(size=1), fn_kwargs={"config": judge, "secrets": secrets}).take_all()
+            compute=ray.data.TaskPoolStrategy(size=1), fn_kwargs={"config": judge, "secrets": SecretEnv(secrets)}).take_all()
         # A garbage verdict is the judge's answer (cached); a failed call is retried by the next run.
         write_cache(directory, [v for v in verdicts if not v["error"] or v["error"] == "unparseable"], JUDGE_SCHEMA)
         for verdict in verdicts:

@@ -9,12 +9,12 @@ by content key: a re-run, or a larger sample, pays only for dialogues not scored
 from __future__ import annotations
 
 import logging
-import os
 
 import numpy as np
 import pyarrow as pa
 
 from ultrachat import storage
+from ultrachat.secret_env import SecretEnv
 from ultrachat.shards import read_column, write_shard
 
 logger = logging.getLogger(__name__)
@@ -80,10 +80,10 @@ def rows_with_keys(dataset, keys: set[str]):
 class EmbedWorker:
     """Ray Data callable class: canonical rows -> (key, embedding), one per distinct key."""
 
-    def __init__(self, config, model_dir: str, secrets: dict[str, str]):
+    def __init__(self, config, model_dir: str, secrets: SecretEnv):
         from ultrachat.stats.topic import make_encoder
 
-        os.environ.update(secrets)  # an endpoint's API key (checked on the driver)
+        secrets.apply()  # an endpoint's API key (checked on the driver)
         self.encoder = make_encoder(config, model_dir)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -97,11 +97,11 @@ class EmbedWorker:
                                      for row, vector in zip(rows, vectors)], schema=EMBEDDING_SCHEMA)
 
 
-def judge_batch(batch: pa.Table, config, secrets: dict[str, str]) -> pa.Table:
+def judge_batch(batch: pa.Table, config, secrets: SecretEnv) -> pa.Table:
     """Ray Data batch function: canonical rows -> judge verdicts, one per distinct key."""
     from ultrachat.stats.judge import judge_dialogues
 
-    os.environ.update(secrets)
+    secrets.apply()
 
     rows = list({row["key"]: row for row in batch.to_pylist()}.values())
     results = judge_dialogues(config, [(row["key"], row["roles"], row["texts"]) for row in rows]) if rows else []
