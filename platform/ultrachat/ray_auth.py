@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import stat
+import sys
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -38,6 +39,10 @@ def enable_local_token_auth() -> dict:
     ``RAY_AUTH_TOKEN`` is used as is (nothing is written).
     """
     mode = os.environ.setdefault(MODE_ENV, "token").lower()
+    if "ray._raylet" in sys.modules:
+        # Ray caches its config at import: re-read it, as Ray's own _enable_token_auth does, or this
+        # driver would start a token-mode GCS and then talk to it without the token.
+        sys.modules["ray._raylet"].Config.initialize("")
     if mode != "token":
         logger.warning("Ray token auth is off (%s=%s): any local user who can reach this machine's 127.0.0.1 "
                        "ports can run code in the local Ray. Unset %s to turn it back on", MODE_ENV,

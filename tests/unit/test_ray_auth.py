@@ -65,6 +65,8 @@ def test_explicit_choices_win(home, monkeypatch, caplog):
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     assert enable_local_token_auth() == {"mode": "disabled"}
     assert "token auth is off" in caplog.text
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    enable_local_token_auth()  # leave this process's Ray config (re-read above) as the suite runs it
 
 
 @pytest.mark.parametrize("address, loopback", [
