@@ -15,8 +15,8 @@ the content-keyed cache dedups nothing): 2N answers, then up to 4N judgments.
 
 C is the endpoints' concurrency cap, which bounds the calls in flight: ``max_concurrency`` C/2 per
 candidate (both answer in the first wave) and C for the judge (alone in the second). The one actor
-holds 2C calls (calls_per_batch x batches_in_flight), so the caps stay busy while Ray Data hands over
-the next batch: the setting docs/evaluation.md recommends. The ideal rate is C/L calls/s. Achieved, per
+holds ``--hold`` x C calls (calls_per_batch x batches_in_flight, default 2C in batches of 64), so the
+caps stay busy while Ray Data hands over the next batch: the setting docs/evaluation.md recommends. The ideal rate is C/L calls/s. Achieved, per
 wave = its calls / its window (first call's start to last call's end, from the cache records). Goal:
 achieved / (C/L) >= 0.9, the bar the generation job meets. The job's wall time (Ray start, planning,
 report) is reported beside it.
@@ -73,7 +73,7 @@ def run(args, work: Path) -> dict:
     count = write_prompts(work / "prompts.jsonl", args.repeat, args.prompts)
     server, base_url, server_log = start_fake_server(work, args.latency, *(a for v in VERDICTS for a in ("--reply", v)))
     try:
-        in_actor = 2 * args.concurrency
+        in_actor = args.hold * args.concurrency
         batches = max(1, in_actor // args.calls_per_batch)
         chat = {"backend": "openai", "base_url": base_url, "model": "fake-model", "api_key_env": None, "timeout_s": 60}
         config = {
@@ -132,6 +132,7 @@ def main(argv=None) -> int:
     parser.add_argument("--calls-per-batch", type=int, default=64)
     parser.add_argument("--actor-cpus", type=float, default=0, help="num_cpus of the one actor (the job's default: 0)")
     parser.add_argument("--prompts", type=int, default=None, help="first N of the paper's 385 (default all)")
+    parser.add_argument("--hold", type=int, default=2, help="calls the actor holds, in multiples of C")
     parser.add_argument("--worker-niceness", type=int, default=0, help="nice of the local Ray's workers (Ray: 15)")
     parser.add_argument("--repeat", type=int, default=5, help="each prompt this many times (distinct variants)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 40 prompts, once")
