@@ -14,9 +14,12 @@ fails the build if the template no longer has the line (a Ray upgrade then needs
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 EXPOSED = re.compile(r"^(listen stats\n\s+bind )\*(:\{\{ config\.stats_port \}\})$", re.MULTILINE)
 LOOPBACK = re.compile(r"^listen stats\n\s+bind 127\.0\.0\.1:\{\{ config\.stats_port \}\}$", re.MULTILINE)
@@ -44,16 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only check; exit 1 if the page listens beyond loopback")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     path = template_path()
     text = path.read_text()
     if args.check:
         bound = bool(LOOPBACK.search(text))
-        print(f"{path}: HAProxy stats page {'on 127.0.0.1' if bound else 'on every interface'}")
+        logger.info("%s: HAProxy stats page %s", path, "on 127.0.0.1" if bound else "on every interface")
         return 0 if bound else 1
     patched = bind_stats_to_loopback(text)
     if patched != text:
         path.write_text(patched)
-    print(f"{path}: HAProxy stats page bound to 127.0.0.1")
+    logger.info("%s: HAProxy stats page bound to 127.0.0.1", path)
     return 0
 
 

@@ -38,8 +38,8 @@ from ultrachat.config.base import FailurePolicy, PoolResources
 from ultrachat.errors import PartialFailure
 from ultrachat.llm.base import BackendDeadError
 from ultrachat.logs import setup_logging
-from ultrachat.secret_env import SecretEnv
 from ultrachat.observability import actor_name, named
+from ultrachat.secret_env import SecretEnv
 from ultrachat.stages.progress import ProgressReporter, StageTracker, too_many_failed
 
 logger = logging.getLogger(__name__)
