@@ -79,11 +79,11 @@ def main(spec_path, result_path):
     from vllm import LLM, SamplingParams
 
     started = time.monotonic()
-    from ultrachat.llm.vllm_cpu import seed_safe_engine_kwargs
+    from ultrachat.llm.vllm_cpu import cpu_engine_kwargs
 
-    # The engine settings the pipeline's backend uses (on CPU: chunked prefill off, for seeds).
+    # The engine settings the pipeline's backend uses (on CPU: chunked prefill off, for seeds; eager).
     llm = LLM(model=spec["model"], dtype=spec["dtype"], max_model_len=spec["max_model_len"], seed=spec["seed"],
-              **seed_safe_engine_kwargs({}, "raw"))
+              **cpu_engine_kwargs({}, "raw"))
     startup_s = time.monotonic() - started
     tokenizer = llm.get_tokenizer()
     special = set(getattr(tokenizer, "all_special_ids", []) or [])

@@ -10,7 +10,7 @@ import json, sys
 from vllm import LLM, SamplingParams
 
 def main():
-    llm = LLM(model=sys.argv[1], dtype="float32", max_model_len=512, seed=0)
+    llm = LLM(model=sys.argv[1], dtype="float32", max_model_len=512, seed=0, enforce_eager=True)
     params = SamplingParams(temperature=0, max_tokens=32)
     chats = [[{"role": "user", "content": "How can I start running?"}],
              [{"role": "user", "content": "Write a short poem about the sea."}]]

@@ -46,7 +46,7 @@ def test_export_loads_in_transformers_and_generates_with_vllm(trained, tmp_path)
     script.write_text(
         "import json, sys\nfrom vllm import LLM, SamplingParams\n\n"
         "def main():\n"
-        "    llm = LLM(model=sys.argv[1], dtype='float32', max_model_len=256, seed=0)\n"
+        "    llm = LLM(model=sys.argv[1], dtype='float32', max_model_len=256, seed=0, enforce_eager=True)\n"
         "    out = llm.chat([[{'role': 'user', 'content': 'How can I start running?'}]],"
         " SamplingParams(temperature=0, max_tokens=24))\n"
         "    json.dump({'text': out[0].outputs[0].text, 'ids': list(out[0].outputs[0].token_ids)},"

@@ -76,6 +76,16 @@ def test_unknown_engine_kwargs_are_refused_before_deploying_with_the_nearest_nam
                                          "engine_kwargs": {"gpu_memory_utilisation": 0.5}}]))
 
 
+def test_cpu_engines_run_eager_without_chunked_prefill_unless_the_config_says_otherwise():
+    from ultrachat.llm.vllm_cpu import cpu_engine_kwargs
+
+    assert cpu_engine_kwargs({}, "k") == {"enforce_eager": True, "enable_chunked_prefill": False}
+    assert cpu_engine_kwargs({"enforce_eager": False, "max_num_seqs": 8}, "k") == {
+        "enforce_eager": False, "max_num_seqs": 8, "enable_chunked_prefill": False}
+    with pytest.raises(ValueError, match="models\\[m\\].engine_kwargs.enable_chunked_prefill: true"):
+        cpu_engine_kwargs({"enable_chunked_prefill": True}, "models[m].engine_kwargs")
+
+
 def test_app_args_inline_or_from_a_config_file():
     inline = stage_from_args({"models": [{"name": "m", "source": "tiny:small"}], "max_request_bytes": 4096})
     assert inline.max_request_bytes == 4096

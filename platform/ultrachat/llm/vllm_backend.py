@@ -14,7 +14,7 @@ import uuid
 
 from ultrachat.config.chat import Sampling, VllmBackend
 from ultrachat.llm.base import BackendDeadError, ChatError, ChatResult, PromptTooLongError
-from ultrachat.llm.vllm_cpu import seed_safe_engine_kwargs
+from ultrachat.llm.vllm_cpu import cpu_engine_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +32,7 @@ class _SharedEngine:
             dtype=config.dtype,
             max_model_len=config.max_model_len,
             tensor_parallel_size=config.tensor_parallel_size,
-            # one dict: the platform's CPU setting replaces the user's own value of the same key
-            **{**config.engine_kwargs, **seed_safe_engine_kwargs(config.engine_kwargs, "engine_kwargs")},
+            **cpu_engine_kwargs(config.engine_kwargs, "engine_kwargs"),
         )
         logger.info("starting vLLM engine for %s (dtype %s, max_model_len %d, tp %d)", model_path,
                     config.dtype, config.max_model_len, config.tensor_parallel_size)

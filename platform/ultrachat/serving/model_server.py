@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator
 from ray import serve
 
 from ultrachat.config.serving import ServedModel
-from ultrachat.llm.vllm_cpu import seed_safe_engine_kwargs
+from ultrachat.llm.vllm_cpu import cpu_engine_kwargs
 from ultrachat.serving.asgi_bridge import call_asgi
 from ultrachat.serving.http_guard import GuardSettings, HttpGuard
 from ultrachat.models.files import chat_template_for, local_model_dir
@@ -42,8 +42,7 @@ def vllm_server_args(model: ServedModel, model_dir: str, chat_template: str | No
                  else repr(key) for key in unknown]
         raise ValueError(f"models[{model.name}].engine_kwargs: {', '.join(hints)}: not vLLM engine/server arguments "
                          f"(use the AsyncEngineArgs names, e.g. gpu_memory_utilization, enable_prefix_caching)")
-    for key, value in {**model.engine_kwargs,
-                       **seed_safe_engine_kwargs(model.engine_kwargs, f"models[{model.name}].engine_kwargs")}.items():
+    for key, value in cpu_engine_kwargs(model.engine_kwargs, f"models[{model.name}].engine_kwargs").items():
         setattr(args, key, value)
     args.chat_template = chat_template
     validate_parsed_serve_args(args)
