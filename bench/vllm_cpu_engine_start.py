@@ -18,12 +18,12 @@ import os
 import sys
 import time
 
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "0-1")
-os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "platform"))
+
+from ultrachat.local_env import apply_local_env_defaults  # noqa: E402  (after the path above)
+
+apply_local_env_defaults()  # the jobs' vLLM CPU settings (KV cache, threads, no telemetry)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 async def measure(eager: bool) -> None:

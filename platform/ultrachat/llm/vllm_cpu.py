@@ -14,7 +14,7 @@ get_state/set_state on CPU instead of set_offset; a change to vLLM, not here.)
 at every engine start, and 0.32 cannot load its own AOT compile cache there ("'function' object has
 no attribute 'finalize_loading'"), so every start compiles again. Measured on 2 cores with
 SmolLM2-135M (float32, max_model_len 2048): start 124-140 s compiled against 35 s eager; decoding
-16 x 64 tokens 144-167 against 115 tokens/s. CPU runs are tests, demos and small jobs, where the
+16 x 64 tokens 119-167 against 115 tokens/s. CPU runs are tests, demos and small jobs, where the
 ~100 s per start outweighs the faster decoding; set ``enforce_eager: false`` in the engine arguments
 for a long CPU run. GPU engines keep every vLLM default (compile and CUDA graphs).
 """
