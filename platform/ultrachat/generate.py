@@ -14,7 +14,8 @@ from ultrachat.construction.run import OPENINGS_DIR, openings_complete, run_cons
 from ultrachat.errors import InputError
 from ultrachat.generation.openings import read_openings
 from ultrachat.generation.plan import plan_dialogue_calls
-from ultrachat.generation.run import DIALOGUES_DIR, plan_dialogues, run_dialogues
+from ultrachat.generation.resume import plan_dialogues
+from ultrachat.generation.run import DIALOGUES_DIR, run_dialogues
 
 
 def run_generate(config: GenerateConfig) -> dict:
@@ -55,8 +56,7 @@ def _dry_run(config: GenerateConfig, stages: list[str]) -> dict:
             openings = read_openings(source)
             plan = plan_dialogues(openings, storage.join(config.output_dir, DIALOGUES_DIR), source.limit,
                                   config.retry_failed)
-            sectors = {r["id"]: r["sector"] for r in openings.select_columns(["id", "sector"]).take_all()}
-            per_sector = dict(Counter(sectors[i] for i in plan.todo))
+            per_sector = dict(Counter(plan.todo["sector"].to_pylist()))
         result["dialogues"] = plan_dialogue_calls(config, per_sector)
     return result
 

@@ -14,6 +14,7 @@ import posixpath
 from typing import Any, Callable, Iterator, NamedTuple
 
 from ultrachat.errors import InputError
+from ultrachat.hashed_set import HashedSet
 from ultrachat.storage import STORE_HINT, filesystem_for, is_uri
 
 # JSON lines may be gzipped, as the C4 release is (c4-train.00000-of-01024.json.gz).
@@ -43,8 +44,11 @@ def list_input_files(path: str, fmt: str, key: str, formats: tuple[str, ...] = (
     if info.type == fs.FileType.File:
         paths = [root]
     else:
+        # Like pyarrow and HF datasets: names starting with . or _ are bookkeeping (a record folder's
+        # _parts and _manifest.json, temp files), at any depth below the folder.
         paths = sorted(i.path for i in filesystem.get_file_info(fs.FileSelector(root, recursive=True))
-                       if i.type == fs.FileType.File and not posixpath.basename(i.path).startswith((".", "_")))
+                       if i.type == fs.FileType.File and not any(
+                           part.startswith((".", "_")) for part in posixpath.relpath(i.path, root).split("/")))
     wanted = EXTENSIONS[fmt] if fmt != "auto" else tuple(e for f in formats for e in EXTENSIONS[f])
     chosen = [p for p in paths if p.endswith(wanted)]
     if not chosen:
@@ -59,8 +63,9 @@ _FETCHED: dict = {}
 
 
 def keep_rows(batch, column: str, wanted: list):
-    """A ``map_batches`` filter: the rows whose ``column`` is in the set behind ``wanted[0]`` (an
-    ObjectRef in a list, so Ray passes the ref, fetched once per worker process, not per batch)."""
+    """A ``map_batches`` filter: the rows whose ``column`` is in the set (or `HashedSet`) behind
+    ``wanted[0]`` (an ObjectRef in a list, so Ray passes the ref, fetched once per worker process, not
+    per batch)."""
     import pyarrow as pa
     import ray
 
@@ -69,7 +74,10 @@ def keep_rows(batch, column: str, wanted: list):
         _FETCHED.clear()
         _FETCHED[ref.hex()] = ray.get(ref)
     values = _FETCHED[ref.hex()]
-    return batch.filter(pa.array([v in values for v in batch.column(column).to_pylist()], pa.bool_()))
+    column_values = batch.column(column).to_pylist()
+    if isinstance(values, HashedSet):
+        return batch.filter(pa.array(values.mask(column_values), pa.bool_()))
+    return batch.filter(pa.array([v in values for v in column_values], pa.bool_()))
 
 
 def iter_file_records(path: str, data: bytes) -> Iterator[tuple[str, Any]]:

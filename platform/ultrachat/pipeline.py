@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from ultrachat import storage
+from ultrachat.compaction import read_records
 from ultrachat.config.pipeline import STAGES, PipelineServe
 from ultrachat.config.schema import (EvaluateConfig, GenerateConfig, PipelineConfig, ServeConfig, StatsConfig,
                                      TrainConfig)
@@ -24,7 +25,6 @@ from ultrachat.generate import run_generate
 from ultrachat.generation.records import DIALOGUE_SCHEMA
 from ultrachat.generation.run import DIALOGUES_DIR
 from ultrachat.job import RESOLVED_CONFIG_NAME, save_resolved
-from ultrachat.shards import read_column
 from ultrachat.training.export import EXPORT_DIR
 from ultrachat.training.run import run_train
 
@@ -246,7 +246,7 @@ _RUNNERS = {"generate": _generate, "stats": _stats, "train": _train, "serve": _s
 
 def _example_dialogue(dialogues_dir: str, width: int = 240) -> list[str]:
     """The report's lines for one kept dialogue (the longest), each turn shortened to ``width``."""
-    table = read_column(dialogues_dir, ["id", "sector", "status", "messages"], DIALOGUE_SCHEMA)
+    table = read_records(dialogues_dir, ["id", "sector", "status", "messages"], DIALOGUE_SCHEMA)
     kept = [row for row in table.to_pylist() if row["status"] == "kept"]
     if not kept:
         return []

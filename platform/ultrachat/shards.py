@@ -61,7 +61,7 @@ def write_shard(out_dir: str, table: pa.Table, key: str = "id") -> str:
     name = f"part-{hashlib.sha1(keys.encode()).hexdigest()[:20]}.parquet"
     filesystem, root = filesystem_for(out_dir)
     filesystem.create_dir(root, recursive=True)
-    _write_atomic(filesystem, posixpath.join(root, name), table)
+    write_atomic(filesystem, posixpath.join(root, name), table)
     return join(out_dir, name)
 
 
@@ -109,7 +109,7 @@ def drop_superseded_failures(out_dir: str, retried: set[str], schema: pa.Schema,
         kept = full.filter(pc.invert(pa.array(stale)))
         removed += full.num_rows - kept.num_rows
         if kept.num_rows:
-            _write_atomic(filesystem, path, kept)
+            write_atomic(filesystem, path, kept)
         else:
             filesystem.delete_file(path)
     return removed
@@ -126,15 +126,15 @@ def shard_paths(out_dir: str) -> list[str]:
                   and i.path.endswith(".parquet"))
 
 
-def _write_atomic(filesystem, path: str, table: pa.Table) -> None:
-    """Readers never see half a shard: object stores make one PUT atomic; on a local disk (a path or a
-    file:// URI), a hidden temp file is renamed into place."""
+def write_atomic(filesystem, path: str, table: pa.Table, **options) -> None:
+    """Readers never see half a file: object stores make one PUT atomic; on a local disk (a path or a
+    file:// URI), a hidden temp file is renamed into place. ``options``: ``pq.write_table``'s."""
     from pyarrow import fs
 
     if not isinstance(filesystem, fs.LocalFileSystem):
-        pq.write_table(table, path, filesystem=filesystem)
+        pq.write_table(table, path, filesystem=filesystem, **options)
         return
     directory, name = posixpath.split(path)
     temp = posixpath.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
-    pq.write_table(table, temp, filesystem=filesystem)
+    pq.write_table(table, temp, filesystem=filesystem, **options)
     filesystem.move(temp, path)

@@ -44,7 +44,7 @@ def test_an_actor_that_cannot_come_back_fails_the_job_cleanly(ray_address, tmp_p
         server.behavior.latency_s = 0.5
         process = start_job(openai_config(tmp_path, server), "actors.dialogues_per_batch=2",
                             "actors.batches_in_flight=1", "failures.max_actor_restarts=0")
-        wait_for(lambda: list((tmp_path / "out" / "dialogues").glob("part-*.parquet")), process, "a first shard")
+        wait_for(lambda: list((tmp_path / "out" / "dialogues").glob("_parts/part-*.parquet")), process, "a first shard")
         assert kill_from_outside("DialogueWorker")
         code, summary, stderr = finish(process)
     assert_clean_failure(code, summary, stderr, "failed", 1)
@@ -59,7 +59,7 @@ def test_a_dead_vllm_engine_is_replaced_by_a_restarted_actor(ray_address, small_
                         # one batch at a time: after the first shard, later batches still need the engine
                         "actors.batches_in_flight=1",
                         f"user.chat.model={small_model_dir}", f"assistant.chat.model={small_model_dir}")
-    wait_for(lambda: list((out / "dialogues").glob("part-*.parquet")), process, "a first shard")
+    wait_for(lambda: list((out / "dialogues").glob("_parts/part-*.parquet")), process, "a first shard")
     # The engine core process the actor's AsyncLLM talks to, as a GPU fault or OOM would end it.
     assert kill_from_outside("EngineCore", children_only="DialogueWorker"), \
         [p.info["cmdline"] for p in processes_matching("VLLM")]

@@ -101,7 +101,7 @@ def test_unreachable_endpoint_stops_early_as_partial_and_a_rerun_retries_the_fai
 def wait_for_shards(out_dir: Path, process, minimum=1, timeout=300):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if len(list((out_dir / "dialogues").glob("part-*.parquet"))) >= minimum:
+        if len(list((out_dir / "dialogues").glob("_parts/part-*.parquet"))) >= minimum:
             return
         assert process.poll() is None, process.communicate()[1][-3000:]
         time.sleep(0.2)

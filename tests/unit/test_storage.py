@@ -160,15 +160,15 @@ def test_unreachable_store_is_an_input_error_naming_the_key(monkeypatch):
 
 
 def test_dialogue_shards_on_a_uri(base):
-    from ultrachat.shards import _write_atomic, drop_superseded_failures, read_column, shard_paths
+    from ultrachat.shards import write_atomic, drop_superseded_failures, read_column, shard_paths
 
     schema = pa.schema([("id", pa.string()), ("status", pa.string()), ("started_at", pa.float64())])
     out = storage.join(base, "dialogues")
     filesystem, root = storage.filesystem_for(out)
     filesystem.create_dir(root, recursive=True)
-    _write_atomic(filesystem, posixpath.join(root, "part-1.parquet"),
+    write_atomic(filesystem, posixpath.join(root, "part-1.parquet"),
                   pa.table({"id": ["a", "b"], "status": ["kept", "failed:timeout"], "started_at": [1.0, 1.0]}, schema))
-    _write_atomic(filesystem, posixpath.join(root, "part-2.parquet"),
+    write_atomic(filesystem, posixpath.join(root, "part-2.parquet"),
                   pa.table({"id": ["b"], "status": ["kept"], "started_at": [2.0]}, schema))
     assert [posixpath.basename(p) for p in shard_paths(out)] == ["part-1.parquet", "part-2.parquet"]
     assert drop_superseded_failures(out, {"b"}, schema) == 1

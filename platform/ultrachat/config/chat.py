@@ -51,7 +51,16 @@ class OpenAIBackend(Section):
     tokens_per_minute: float | None = Field(default=None, gt=0)
 
 
-ChatBackendConfig = Annotated[Union[VllmBackend, OpenAIBackend], Field(discriminator="backend")]
+class InstantBackend(Section):
+    """Answers at once, in process, with filler text (devtools/instant_backend.py): for measuring the
+    platform's data plane and for tests. Never for data."""
+
+    backend: Literal["instant"]
+    model: str = "instant"
+    reply_words: int = Field(default=24, ge=1)
+
+
+ChatBackendConfig = Annotated[Union[VllmBackend, OpenAIBackend, InstantBackend], Field(discriminator="backend")]
 
 
 class Role(Section):

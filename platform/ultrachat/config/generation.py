@@ -67,6 +67,14 @@ class ActorPool(PoolResources):
     batches_in_flight: int = Field(default=8, ge=1)
 
 
+class OutputFiles(Section):
+    """The dialogues' final Parquet files: the per-batch shards are compacted into files of at most
+    this many rows or megabytes (the paper's 1.47M dialogues: 15 files at the defaults)."""
+
+    rows_per_file: int = Field(default=100_000, ge=1)
+    mb_per_file: float = Field(default=256, gt=0)
+
+
 Stage = Literal["construct", "dialogues"]
 
 
@@ -92,6 +100,8 @@ class GenerateStage(Section):
     # On a re-run, dialogues that failed (endpoint down, engine error...) run again and their old
     # failed records are replaced; false keeps failures as final.
     retry_failed: bool = True
+    output_files: OutputFiles = OutputFiles()
+    # A JSON lines twin of each data file (written once per file) under output_dir/dialogues_jsonl.
     export_jsonl: bool = True
     # Plan only: log and return the LLM calls and opening lines each stage would make; call nothing.
     dry_run: bool = False

@@ -58,6 +58,8 @@ class Simulator:
             history, status, reasons = outcome.messages, outcome.status, list(outcome.reasons)
         return {
             "id": opening["id"],
+            "prompt": opening["text"],
+            "prompt_id": opening["id"],
             "sector": opening["sector"],
             "opening": {"text": opening["text"], "source": opening["source"], "provenance": opening["provenance"]},
             "messages": history,
@@ -96,7 +98,7 @@ class Simulator:
 def invalid_record(opening: dict) -> dict:
     """The record of an input line that could not be used: its one recorded status."""
     return {
-        "id": opening["id"], "sector": opening["sector"],
+        "id": opening["id"], "prompt": opening["text"], "prompt_id": opening["id"], "sector": opening["sector"],
         "opening": {"text": opening["text"], "source": opening["source"], "provenance": opening["provenance"]},
         "messages": [], "num_rounds": 0, "user_model": "", "assistant_model": "", "persona": "",
         "turns": [], "usage": empty_usage(), "status": f"invalid:{opening['invalid']}",

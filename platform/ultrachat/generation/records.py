@@ -22,6 +22,9 @@ TURN = pa.struct([
 
 DIALOGUE_SCHEMA = pa.schema([
     ("id", pa.string()),
+    # prompt, prompt_id and messages: the columns of HF ultrachat_200k (prompt_id is our id).
+    ("prompt", pa.string()),
+    ("prompt_id", pa.string()),
     ("sector", pa.string()),
     ("opening", pa.struct([("text", pa.string()), ("source", pa.string()), ("provenance", pa.string())])),
     ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),

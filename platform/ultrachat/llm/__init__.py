@@ -19,6 +19,10 @@ def make_backend(config: ChatBackendConfig, resolved_model: str | None = None) -
         from ultrachat.llm.vllm_backend import VllmChatBackend
 
         return VllmChatBackend(config, resolved_model or config.model)
+    if config.backend == "instant":
+        from ultrachat.devtools.instant_backend import InstantChatBackend
+
+        return InstantChatBackend(config)
     from ultrachat.llm.openai_backend import OpenAIChatBackend
     from ultrachat.llm.rate_limit import RateLimiter
 
