@@ -5,7 +5,8 @@ Layout (the dialogues folder; local or any pyarrow URI)::
     _parts/part-<hash>.parquet   one per finished batch (the actors' sink): a kill loses at most the
                                  batches in flight
     data-<hash>.parquet          large files named by what they hold: what users load
-    _manifest.json               the data files (name, rows, bytes) and what the last compaction consumed
+    _manifest.json               the data files (name, rows, bytes); between a compaction's commit and
+                                 its deletions, also what it consumed
 
 Commit protocol, atomic and idempotent on object stores too (they have no rename):
 
@@ -15,12 +16,14 @@ Commit protocol, atomic and idempotent on object stores too (they have no rename
    part holds too (a retry replaces their record) or are undersized; keep one record per key (the
    newest success, else the newest failure); cut groups of ``rows_per_file`` / ``mb_per_file`` in
    input order (inputs sorted by name);
-3. write each group as ``data-<hash of its keys>.parquet`` (a Ray task per file when Ray is up);
+3. write each group as ``data-<hash of its records' keys, statuses, start times>.parquet`` (a Ray
+   task per file when Ray is up);
 4. write the manifest: the commit point (one PUT, or a rename on a local disk);
-5. delete the consumed inputs.
+5. delete the consumed inputs, then write the manifest again without them.
 
 Killed before 4, the old manifest and every input are still there, so the re-run plans the same groups
-and writes the same files; killed after 4, step 1 of the re-run finishes the deletions. Readers go
+and writes the same files; killed after 4, step 1 of the re-run finishes the deletions (the stage
+calls ``tidy`` before it writes new parts, whose names may repeat a consumed one's). Readers go
 through ``record_paths`` (the manifest's files plus the parts it did not consume), never a glob.
 """
 
@@ -99,10 +102,11 @@ def compact_in(filesystem, root: str, schema: pa.Schema, targets: FileTargets, k
     written = _write_groups(filesystem, root, groups, schema, key)
     kept = {name: f for name, f in files.items() if name not in inputs}
     kept.update({w["name"]: w for w in written})
-    _write_manifest(filesystem, root, {"key": key, "rows": sum(f["rows"] for f in kept.values()),
-                                       "files": sorted(kept.values(), key=lambda f: f["name"]),
-                                       "consumed": sorted(n for n in inputs if n not in kept)})
-    _delete(filesystem, root, [n for n in inputs if n not in kept])
+    committed = {"key": key, "rows": sum(f["rows"] for f in kept.values()),
+                 "files": sorted(kept.values(), key=lambda f: f["name"]),
+                 "consumed": sorted(n for n in inputs if n not in kept)}
+    _write_manifest(filesystem, root, committed)
+    _finish(filesystem, root, committed)
     counts.update(files=len(kept), rows=sum(f["rows"] for f in kept.values()), written=len(written),
                   replaced_records=dropped)
     logger.info("compacted %d part(s) and %d file(s) into %d new file(s); %d file(s), %d records in all",
@@ -122,14 +126,32 @@ def read_manifest(filesystem, root: str) -> dict:
 # ------------------------------------------------------------------------------------ the steps
 
 
+def tidy(out_dir: str) -> None:
+    """Finish what a killed compaction left. Call before new parts are written: a new batch can reuse
+    a consumed part's name (same ids), and must not be deleted as consumed."""
+    filesystem, root = filesystem_for(out_dir)
+    _tidy(filesystem, root)
+
+
 def _tidy(filesystem, root: str) -> dict:
-    """Finish what a killed compaction left (step 1); returns the manifest."""
+    """Step 1; returns the manifest, with nothing left consumed."""
     manifest = read_manifest(filesystem, root)
     listed = {f["name"] for f in manifest["files"]}
     stale = [n for n in _data_names(filesystem, root) if n not in listed]
     if stale:
         logger.info("removing %d data file(s) an interrupted compaction wrote but never committed", len(stale))
-    _delete(filesystem, root, stale + manifest["consumed"])
+    _delete(filesystem, root, stale)
+    return _finish(filesystem, root, manifest)
+
+
+def _finish(filesystem, root: str, manifest: dict) -> dict:
+    """Step 5: delete what the committed manifest consumed, then forget it."""
+    if not manifest["consumed"]:
+        return manifest
+    _delete(filesystem, root, manifest["consumed"])
+    _remove_empty_parts_dir(filesystem, root)
+    manifest = {**manifest, "consumed": []}
+    _write_manifest(filesystem, root, manifest)
     return manifest
 
 
@@ -258,6 +280,20 @@ def _names(filesystem, directory: str, prefix: str) -> list[str]:
 def _column(filesystem, root: str, names: list[str], column: str) -> pa.Array:
     tables = [pq.read_table(posixpath.join(root, n), columns=[column], filesystem=filesystem) for n in names]
     return pa.concat_tables(tables)[column].combine_chunks() if tables else pa.array([], pa.string())
+
+
+def _remove_empty_parts_dir(filesystem, root: str) -> None:
+    from pyarrow import fs
+
+    # Object stores have no folders to remove; a local one goes only when nothing at all is in it.
+    directory = posixpath.join(root, PARTS_DIR)
+    if not isinstance(filesystem, fs.LocalFileSystem):
+        return
+    try:
+        if not filesystem.get_file_info(fs.FileSelector(directory)):
+            filesystem.delete_dir(directory)
+    except OSError:  # it never existed
+        pass
 
 
 def _delete(filesystem, root: str, names: list[str]) -> None:

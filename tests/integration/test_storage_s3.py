@@ -66,7 +66,8 @@ def generate_config(server, openings: str, output_dir: str) -> dict:
             "user": {"chat": chat, "sampling": {"max_tokens": 30}},
             "assistant": {"chat": chat, "sampling": {"max_tokens": 60}},
             "rounds": {"I": {"min": 2, "max": 2}, "II": {"min": 2, "max": 2}, "III": {"min": 2, "max": 2}},
-            "actors": {"min_actors": 1, "max_actors": 1, "num_cpus": 0.5, "dialogues_per_batch": 3}}
+            "actors": {"min_actors": 1, "max_actors": 1, "num_cpus": 0.5, "dialogues_per_batch": 3},
+            "output_files": {"rows_per_file": 4}}
 
 
 def listing(filesystem, prefix: str) -> list[str]:
@@ -95,18 +96,21 @@ def test_generate_reads_and_writes_s3_and_resumes_from_it(s3, generated):
     assert counts["dialogues_dir"] == f"{s3['uri']}/runs/gen/dialogues"
     files = listing(s3["fs"], "runs/gen")
     assert "resolved_config.yaml" in files
-    shards = [f for f in files if f.startswith("dialogues/part-") and f.endswith(".parquet")]
-    assert len(shards) >= 2  # one shard per finished batch of 3
-    assert any(f.startswith("dialogues_jsonl/") and ".json" in f for f in files)
+    # The batches of 3 were compacted into files of at most 4 rows, listed in the manifest; no part is left.
+    data = [f for f in files if f.startswith("dialogues/data-") and f.endswith(".parquet")]
+    manifest = json.loads(s3["fs"].open_input_stream(f"{BUCKET}/runs/gen/dialogues/_manifest.json").read())
+    assert sorted(f"dialogues/{f['name']}" for f in manifest["files"]) == sorted(data) and len(data) == 2
+    assert not any("part-" in f for f in files) and counts["shards_compacted"] == 2
+    assert sorted(Path(f).stem for f in files if f.startswith("dialogues_jsonl/")) == sorted(Path(f).stem for f in data)
     assert not any(Path(f).name.startswith(".") for f in files)  # no temp files on an object store
-    table = pads.dataset([f"{BUCKET}/runs/gen/{f}" for f in shards], filesystem=s3["fs"], format="parquet").to_table()
+    table = pads.dataset([f"{BUCKET}/runs/gen/{f}" for f in data], filesystem=s3["fs"], format="parquet").to_table()
     wanted = {json.loads(line)["id"] for line in OPENINGS}
     assert set(table.column("id").to_pylist()) == wanted and table.num_rows == len(wanted)
     assert "kept" in table.column("status").to_pylist()
-    # The re-run reads the done ids back from s3 and runs nothing.
+    # The re-run reads the done ids back from s3, runs nothing and rewrites nothing.
     again = generated["again"]["counts"]
     assert again["already_done"] == len(OPENINGS) and again["dialogues"] == len(OPENINGS)
-    assert sorted(f for f in listing(s3["fs"], "runs/gen") if f.startswith("dialogues/")) == sorted(shards)
+    assert listing(s3["fs"], "runs/gen") == files
 
 
 def test_stats_reads_the_generate_output_on_s3_and_writes_its_report_there(s3, generated, ray_tmp, tmp_path):
@@ -204,6 +208,6 @@ def test_generate_with_file_uris(ray_tmp, tmp_path):
                                    tmp_path, ray_tmp)
     assert summary["counts"]["dialogues"] == 3 and summary["counts"]["dialogues_dir"] == f"file://{out}/dialogues"
     assert (out / "resolved_config.yaml").is_file()
-    shards = sorted((out / "dialogues").iterdir())
-    assert shards and all(p.name.startswith("part-") and p.suffix == ".parquet" for p in shards)  # no temp files
+    names = sorted(p.name for p in (out / "dialogues").iterdir())  # no temp files, no parts left
+    assert names[0].startswith("data-") and names[1:] == ["_manifest.json"], names
     assert list((out / "dialogues_jsonl").glob("*.json*"))

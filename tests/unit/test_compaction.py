@@ -76,6 +76,17 @@ def test_a_rerun_merges_new_parts_and_replaces_records_in_committed_files(tmp_pa
     assert len(set(before[1]) & set(listed)) == 2  # untouched files stay as they are
 
 
+def test_a_new_part_named_like_a_consumed_one_is_kept(tmp_path):
+    # A batch of the same ids (a retried batch) gets the same part name as one compacted before.
+    out = tmp_path / "dialogues"
+    write_parts(out, [[dialogue("a", "failed:api_error", 1.0), dialogue("b", "failed:api_error", 1.0)]])
+    compact(str(out), DIALOGUE_SCHEMA, TARGETS)
+    assert json.loads((out / "_manifest.json").read_text())["consumed"] == []
+    write_parts(out, [[dialogue("a", "kept", 2.0), dialogue("b", "kept", 2.0)]])
+    compact(str(out), DIALOGUE_SCHEMA, TARGETS)
+    assert state(out)[2] == [("a", "kept", 2.0), ("b", "kept", 2.0)]
+
+
 class KilledAt(Exception):
     pass
 

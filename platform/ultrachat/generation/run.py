@@ -18,7 +18,7 @@ from collections import Counter
 import ray
 
 from ultrachat import storage
-from ultrachat.compaction import FileTargets, compact, parts_dir, read_records
+from ultrachat.compaction import FileTargets, compact, parts_dir, read_records, tidy
 from ultrachat.config.generation import GenerateStage, OpeningsInput
 from ultrachat.config.schema import GenerateConfig
 from ultrachat.errors import InputError, PartialFailure
@@ -45,6 +45,7 @@ def run_dialogues(config: GenerateConfig, openings_config: OpeningsInput, secret
                 for role in ("user", "assistant") if getattr(config, role).chat.backend == "vllm"}
     # Named for the Ray Data view; the stages derived from it inherit the name unless renamed.
     openings = named(read_openings(openings_config), dataset_name("generate", config.run_name, "openings"))
+    tidy(out_dir)  # a compaction killed after its commit: finish it before the plan reads the output
     plan = plan_dialogues(openings, out_dir, openings_config.limit, config.retry_failed)
     logger.info("plan: %s", plan.counts())
     if not plan.lines["valid_lines"] and not plan.lines["invalid_lines"]:
@@ -71,6 +72,7 @@ def run_dialogues(config: GenerateConfig, openings_config: OpeningsInput, secret
                                                                    "already_done", "retried_failed")})
     counts["replaced_failed_records"] = compacted["replaced_records"]
     counts["files"] = compacted["files"]
+    counts["shards_compacted"] = compacted["parts"]
     if config.export_jsonl:
         counts["jsonl"] = export_jsonl(out_dir, storage.join(config.output_dir, JSONL_DIR))["path"]
     counts["dialogues_dir"] = out_dir
