@@ -3,13 +3,28 @@
 Every dialogue in flight in the actor sends its turns to the same engine, so vLLM's continuous
 batching does the batching. When the user and assistant roles name the same engine settings, they
 share one engine (one copy of the weights, one KV cache).
+
+What vLLM does for us per turn (nothing of it is our own engine code):
+- the prompt goes through the engine's own renderer (``render_chat_async``), vLLM 0.32's current
+  input path: the chat template is rendered and tokenized on the renderer's worker thread, off the
+  actor's event loop, and the result is an ``EngineInput`` (the old ``{"prompt_token_ids": ...}``
+  form is deprecated there);
+- automatic prefix caching, on by default and stated explicitly (``engine_kwargs``): a dialogue's
+  next turn repeats its previous prompt and answer, so only the new tokens are prefilled.
+
+``ULTRACHAT_VLLM_TRACE=<file>`` appends one JSON line per request (prompt token ids, sampling, wall
+times, prefix-cache hits) to that file: bench/generation.py replays them on raw vLLM and reads where
+the time goes. Unset (the default), nothing is recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import os
+import time
 import uuid
 
 from ultrachat.config.chat import Sampling, VllmBackend
@@ -18,12 +33,41 @@ from ultrachat.llm.vllm_cpu import cpu_engine_kwargs
 
 logger = logging.getLogger(__name__)
 
+PREFIX_CACHING = "enable_prefix_caching"
+TRACE_ENV = "ULTRACHAT_VLLM_TRACE"
+
+
+def engine_kwargs(config: VllmBackend) -> dict:
+    """AsyncEngineArgs keyword arguments beyond model/dtype/lengths: the config's ``engine_kwargs``
+    on top of the platform's defaults. Prefix caching is vLLM 0.32's default for generative models;
+    it is stated here so that a changed vLLM default cannot silently make every turn prefill the
+    whole conversation again. ``engine_kwargs: {enable_prefix_caching: false}`` still turns it off."""
+    return cpu_engine_kwargs({PREFIX_CACHING: True, **config.engine_kwargs}, "engine_kwargs")
+
+
+@functools.cache
+def _render_params():
+    from vllm.renderers import ChatParams, TokenizeParams
+
+    # tokenize=True: the template renders and tokenizes in one step on the renderer's thread (as
+    # transformers' apply_chat_template does), not in a second hop for tokenizing the text.
+    chat = ChatParams(chat_template_kwargs={"add_generation_prompt": True, "tokenize": True})
+    # No length limit here: chat() checks the prompt against max_model_len with its own error.
+    return chat, TokenizeParams(max_total_tokens=None, add_special_tokens=False)
+
+
+async def render(renderer, messages: list[dict[str, str]]) -> dict:
+    """``messages`` as vLLM's EngineInput, by the engine's renderer (``AsyncLLM.renderer``); its
+    ``prompt_token_ids`` are exactly transformers' ``apply_chat_template(..., tokenize=True)``."""
+    chat, tokenize = _render_params()
+    _, (engine_input,) = await renderer.render_chat_async([messages], chat, tokenize)
+    return engine_input
+
 
 class _SharedEngine:
-    """One AsyncLLM plus its tokenizer, shared by every backend in this process with equal settings."""
+    """One AsyncLLM, shared by every backend in this process with equal settings."""
 
     def __init__(self, model_path: str, config: VllmBackend):
-        from transformers import AutoTokenizer
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -32,12 +76,11 @@ class _SharedEngine:
             dtype=config.dtype,
             max_model_len=config.max_model_len,
             tensor_parallel_size=config.tensor_parallel_size,
-            **cpu_engine_kwargs(config.engine_kwargs, "engine_kwargs"),
+            **engine_kwargs(config),
         )
         logger.info("starting vLLM engine for %s (dtype %s, max_model_len %d, tp %d)", model_path,
                     config.dtype, config.max_model_len, config.tensor_parallel_size)
         self.engine = AsyncLLM.from_engine_args(args)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.users = 0
 
     def stop(self) -> None:
@@ -80,6 +123,29 @@ def _engine_key(model_path: str, config: VllmBackend) -> str:
     return json.dumps({"model": model_path, **settings}, sort_keys=True, default=str)
 
 
+class _Trace:
+    """The per-request record behind ``ULTRACHAT_VLLM_TRACE``. One ``os.write`` per line on an
+    O_APPEND file, so lines from several actors sharing the file do not interleave."""
+
+    def __init__(self, path: str):
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def write(self, record: dict) -> None:
+        os.write(self.fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
+
+
+_TRACES: dict[str, _Trace] = {}
+
+
+def _trace() -> _Trace | None:
+    path = os.environ.get(TRACE_ENV)
+    if not path:
+        return None
+    if path not in _TRACES:
+        _TRACES[path] = _Trace(path)
+    return _TRACES[path]
+
+
 class VllmChatBackend:
     """ChatBackend on an in-process vLLM engine. ``model_path`` is the resolved local dir or hub id."""
 
@@ -91,11 +157,13 @@ class VllmChatBackend:
             _ENGINES[self._key] = _SharedEngine(model_path, config)
         self._shared = _ENGINES[self._key]
         self._shared.users += 1
+        self._trace = _trace()
 
-    def _prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+    async def _engine_input(self, messages: list[dict[str, str]]) -> dict:
         try:
-            return self._shared.tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+            return await render(self._shared.engine.renderer, messages)
+        except asyncio.CancelledError:
+            raise
         except Exception as err:  # a template that rejects the roles/format: a clear reason
             raise ChatError("chat_template", f"{self.model_name}: chat template failed: {err}") from err
 
@@ -104,7 +172,10 @@ class VllmChatBackend:
         from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.exceptions import EngineDeadError
 
-        prompt_ids = self._prompt_ids(messages)
+        submitted = time.time()
+        engine_input = await self._engine_input(messages)
+        rendered = time.time()
+        prompt_ids = engine_input["prompt_token_ids"]
         room = self.config.max_model_len - len(prompt_ids)
         if room < 1:
             raise PromptTooLongError(
@@ -117,8 +188,7 @@ class VllmChatBackend:
                                 output_kind=RequestOutputKind.FINAL_ONLY)
         final = None
         try:
-            async for output in self._shared.engine.generate({"prompt_token_ids": prompt_ids}, params,
-                                                             request_id=uuid.uuid4().hex):
+            async for output in self._shared.engine.generate(engine_input, params, request_id=uuid.uuid4().hex):
                 final = output
         except asyncio.CancelledError:
             raise
@@ -127,6 +197,13 @@ class VllmChatBackend:
         except Exception as err:
             raise ChatError("engine_error", f"{self.model_name}: vLLM engine error: {err}") from err
         completion = final.outputs[0]
+        if self._trace is not None:
+            self._trace.write({
+                "model": self.model_name, "submitted": submitted, "rendered": rendered, "done": time.time(),
+                "seed": params.seed, "temperature": params.temperature, "top_p": params.top_p,
+                "max_tokens": params.max_tokens, "prompt_token_ids": list(prompt_ids),
+                "completion_tokens": len(completion.token_ids), "cached_tokens": final.num_cached_tokens,
+                "finish_reason": completion.finish_reason})
         return ChatResult(completion.text, completion.finish_reason or "stop", len(prompt_ids),
                           len(completion.token_ids), self.model_name)
 
