@@ -60,10 +60,10 @@ class Filters(Section):
 class ActorPool(PoolResources):
     """The Ray Data actor pool that runs dialogues; each actor runs many dialogues at once."""
 
-    # A batch is also a shard and the unit of resume; it returns when its slowest dialogue ends, so
-    # small batches with many in flight keep an actor busy when round counts vary.
+    # A batch is also a shard and the unit of resume (a kill loses the batches in flight).
     dialogues_per_batch: int = Field(default=16, ge=1, description="Ray Data batch size")
-    # Batches each actor works on at once; with dialogues_per_batch this bounds dialogues in flight.
+    # Dialogues in flight per actor = batches_in_flight x dialogues_per_batch. Twice as many batches
+    # are admitted, so a finished dialogue's slot goes to the next batch's at once (stages/pool.py).
     batches_in_flight: int = Field(default=8, ge=1)
 
 

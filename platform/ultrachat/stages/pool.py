@@ -91,7 +91,7 @@ class PoolWorker:
     """The Ray Data actor: a generic shell around the stage's ``RowHandler``."""
 
     def __init__(self, handler_factory: Callable[[], RowHandler], key: str, schema: pa.Schema, tracker_name: str,
-                 namespace: str, failures: dict, secrets: SecretEnv, log_level: str, run: str):
+                 namespace: str, failures: dict, secrets: SecretEnv, log_level: str, run: str, rows_in_flight: int):
         setup_logging(log_level, role=f"actor={type(self).__name__} pid={os.getpid()}")
         observability.set_run(run)
         self.handler_factory, self.key, self.schema = handler_factory, key, schema
@@ -100,6 +100,9 @@ class PoolWorker:
         secrets.apply()  # API keys: reach the backends, never an argument, a config or a log
         self.handler: RowHandler | None = None
         self.in_flight: set[str] = set()
+        # Rows run under this cap, across batches: a row of a queued batch takes the slot of a finished
+        # row at once, instead of the slot idling until the slowest row of its batch is done.
+        self.slots = asyncio.Semaphore(rows_in_flight)
 
     async def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
@@ -120,7 +123,7 @@ class PoolWorker:
         else:
             self.in_flight.add(key)
             try:
-                records = list(await asyncio.gather(*(self.handler.run(row) for row in rows)))
+                records = list(await asyncio.gather(*(self._run(row) for row in rows)))
             except BackendDeadError as err:
                 await self._die(err)
             finally:
@@ -131,6 +134,10 @@ class PoolWorker:
         await self.tracker.finish_batch.remote(dict(counts), last_error)
         self.handler.observe(records)
         return pa.Table.from_pylist(records, schema=self.schema)
+
+    async def _run(self, row: dict) -> dict:
+        async with self.slots:  # FIFO: the oldest batch's rows go first, so batches finish in order
+            return await self.handler.run(row)
 
     async def _die(self, err: BackendDeadError) -> None:
         # Exiting (not raising) makes it a system failure: Ray restarts the actor with a fresh backend
@@ -196,18 +203,22 @@ def run_pool_stage(stage: PoolStage, rows, total: int, sink, prior: Counter | No
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
         mapped = batches.map_batches(
             stage.worker,
-            # Async actor: several batches run at once on its event loop, sharing one engine; as many again
-            # wait queued at the actor, so a finished batch is replaced at once, not after a scheduling round.
+            # Async actor: batches run at once on its event loop, sharing one engine. Twice batches_in_flight
+            # are admitted, their rows capped at batches_in_flight x batch_size by the worker's slots, so
+            # a finished row's slot goes to a waiting row at once (bench/generation.py (b): 81-85% of the
+            # configured dialogues were in flight when a batch held its slots until its slowest row).
+            # As many batches again wait queued, so an admitted one is replaced without a scheduling round.
             compute=ray.data.ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors,
-                                               max_tasks_in_flight_per_actor=2 * stage.batches_in_flight,
-                                               max_concurrent_calls_per_actor=stage.batches_in_flight),
+                                               max_tasks_in_flight_per_actor=3 * stage.batches_in_flight,
+                                               max_concurrent_calls_per_actor=2 * stage.batches_in_flight),
             batch_size=stage.batch_size, batch_format="pyarrow", num_cpus=pool.num_cpus, num_gpus=pool.num_gpus,
             # Ray Data's defaults retry forever; bounded, a batch that keeps killing actors ends.
             max_restarts=stage.failures.max_actor_restarts, max_task_retries=stage.failures.max_batch_attempts,
             fn_constructor_kwargs={"handler_factory": stage.handler_factory, "key": stage.key, "schema": stage.schema,
                                    "tracker_name": tracker_name, "namespace": namespace,
                                    "failures": stage.failures.model_dump(), "secrets": SecretEnv(stage.secrets),
-                                   "log_level": stage.log_level, "run": stage.run_label},
+                                   "log_level": stage.log_level, "run": stage.run_label,
+                                   "rows_in_flight": stage.batches_in_flight * stage.batch_size},
         )
     named(mapped, stage.dataset_name)
     logger.info("running %d %s on %d-%d actor(s)", total, stage.unit, pool.min_actors, pool.max_actors)
