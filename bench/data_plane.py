@@ -15,8 +15,8 @@ number of calls as in a real run. ``jobs/generate.py`` runs as a subprocess with
 Reported per size: dialogues/s over the job's wall time (Ray start to summary) and over the dialogue
 window (first dialogue start to last end), part files written, final data files, driver peak RSS, the
 largest actor's peak RSS. The goal is a data plane that is never the bottleneck: >= 20x the dialogues/s
-one 8x H100 node generates by the cost plan (1,468,352 dialogues in 68.7 h: 5.94/s, docs/operations.md),
-that is >= 119 dialogues/s, with cost growing linearly in the openings.
+one 8x H100 node generates by the cost plan (1,468,352 dialogues in 57.9 h: 7.04/s, docs/operations.md),
+that is >= 141 dialogues/s, with cost growing linearly in the openings.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from generation import REPO, base_env, kill_group, tail
 
 logger = logging.getLogger("bench.data_plane")
 
-NODE_DIALOGUES_PER_S = 1_468_352 / (68.7 * 3600)  # the cost plan's 8x H100 node (docs/operations.md)
+NODE_DIALOGUES_PER_S = 1_468_352 / (57.9 * 3600)  # the cost plan's 8x H100 node (docs/operations.md)
 GOAL = 20 * NODE_DIALOGUES_PER_S
 WORDS = ("tides", "volcanoes", "bread", "printing", "photosynthesis", "harmony", "interest", "glaciers",
          "chess", "honeybees", "panels", "roads", "sourdough", "holes", "reefs", "vaccines", "bridges", "maps")

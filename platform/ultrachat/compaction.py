@@ -212,7 +212,7 @@ def _scan(filesystem, root, names: list[str], columns: list[str], schema: pa.Sch
 def _write_groups(filesystem, root, groups: list[tuple[str, dict]], schema: pa.Schema, key: str) -> list[dict]:
     import ray
 
-    if ray.is_initialized() and len(groups) > 1:
+    if ray.is_initialized():  # even one file: the driver does not hold its rows
         task = ray.remote(num_cpus=1, max_retries=2)(write_group)
         return ray.get([task.remote(filesystem, root, name, group, schema, key) for name, group in groups])
     return [write_group(filesystem, root, name, group, schema, key) for name, group in groups]

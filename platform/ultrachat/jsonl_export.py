@@ -37,7 +37,7 @@ def export_jsonl(out_dir: str, jsonl_dir: str) -> dict:
     jobs = [(filesystem, posixpath.join(root, wanted[n]), target_fs, posixpath.join(target, n)) for n in new]
     import ray
 
-    if ray.is_initialized() and len(jobs) > 1:
+    if ray.is_initialized() and jobs:  # the driver does not hold the rows
         task = ray.remote(num_cpus=1, max_retries=2)(write_jsonl)
         ray.get([task.remote(*job) for job in jobs])
     else:
