@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import posixpath
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +41,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ultrachat.shards import write_atomic
 from ultrachat.storage import filesystem_for, join
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ logger = logging.getLogger(__name__)
 PARTS_DIR = "_parts"
 MANIFEST = "_manifest.json"
 _MB = 1 << 20
-_ROWS_PER_ROW_GROUP = 10_000
+_ROWS_PER_ROW_GROUP = 10_000  # records per written row group (and per flush)
 
 
 def parts_dir(out_dir: str) -> str:
@@ -197,12 +197,12 @@ def _plan(filesystem, root, inputs: list[str], targets: FileTargets, key: str) -
     return groups, rows.num_rows - chosen.num_rows
 
 
-def _scan(filesystem, root, names: list[str], columns: list[str], schema: pa.Schema | None = None) -> pa.Table:
+def _scan(filesystem, root, names: list[str], columns: list[str]) -> pa.Table:
     """``columns`` of the files ``names`` (read in parallel), plus ``_input``: the index in ``names``."""
     import pyarrow.dataset as ds
 
     paths = [posixpath.join(root, n) for n in names]
-    table = ds.dataset(paths, format="parquet", filesystem=filesystem, schema=schema).to_table(
+    table = ds.dataset(paths, format="parquet", filesystem=filesystem).to_table(
         columns=columns + ["__filename"])
     index = {path: i for i, path in enumerate(paths)}
     inputs = pa.array([index[f] for f in table["__filename"].to_pylist()], pa.int64())
@@ -219,17 +219,48 @@ def _write_groups(filesystem, root, groups: list[tuple[str, dict]], schema: pa.S
 
 
 def write_group(filesystem, root: str, name: str, group: dict[str, list[str]], schema: pa.Schema, key: str) -> dict:
-    """Write the records ``group`` picks ({input name: keys}) as ``root/name``, atomically; returns its
-    manifest entry."""
-    inputs = sorted(group)
-    table = _scan(filesystem, root, inputs, schema.names, schema)
-    wanted = pa.array([f"{i}\x00{k}" for i, name in enumerate(inputs) for k in group[name]])
-    tags = pc.binary_join_element_wise(pc.cast(table["_input"], pa.string()), table[key], "\x00")
-    table = table.filter(pc.is_in(tags, value_set=wanted)).select(schema.names).cast(schema)
-    assert table.num_rows == len(wanted), (name, table.num_rows, len(wanted))
+    """Write the records ``group`` picks ({input name: keys}) as ``root/name``; returns its manifest entry.
+
+    Streams: one input row group at a time, a row group out per ~10k records, so a task's memory stays
+    bounded whatever the file's size. Visible only whole: a local temp file renamed, or one object
+    (a multipart upload completes when the stream closes)."""
+    from pyarrow import fs
+
     path = posixpath.join(root, name)
-    write_atomic(filesystem, path, table, row_group_size=_ROWS_PER_ROW_GROUP)
-    return {"name": name, "rows": table.num_rows, "bytes": filesystem.get_file_info(path).size}
+    local = isinstance(filesystem, fs.LocalFileSystem)
+    target = posixpath.join(root, f".{name}.{uuid.uuid4().hex}.tmp") if local else path
+    rows, pending = 0, []
+    with filesystem.open_output_stream(target) as stream, pq.ParquetWriter(stream, schema) as writer:
+        for source in sorted(group):
+            wanted = pa.array(group[source], pa.string())
+            with filesystem.open_input_file(posixpath.join(root, source)) as handle:
+                parquet = pq.ParquetFile(handle)
+                for index in range(parquet.num_row_groups):
+                    piece = parquet.read_row_group(index)
+                    pending.append(_conform(piece.filter(pc.is_in(piece[key], value_set=wanted)), schema))
+                    if sum(t.num_rows for t in pending) >= _ROWS_PER_ROW_GROUP:
+                        rows += _flush(writer, pending)
+        rows += _flush(writer, pending)
+    if local:
+        filesystem.move(target, path)
+    assert rows == sum(len(keys) for keys in group.values()), (name, rows)
+    return {"name": name, "rows": rows, "bytes": filesystem.get_file_info(path).size}
+
+
+def _flush(writer, pending: list[pa.Table]) -> int:
+    if not pending:
+        return 0
+    table = pa.concat_tables(pending)
+    pending.clear()
+    writer.write_table(table)
+    return table.num_rows
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` in ``schema``'s columns and types; a column an older layout lacks is null."""
+    columns = [table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+               for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema) if table.num_rows else schema.empty_table()
 
 
 def _write_manifest(filesystem, root: str, manifest: dict) -> None:

@@ -183,3 +183,27 @@ def test_the_output_loads_with_the_ultrachat_200k_columns(tmp_path):
     assert {"prompt", "prompt_id", "messages"} <= set(loaded.column_names) and loaded.num_rows == 28
     row = loaded.sort("prompt_id")[0]
     assert row["prompt"] == "opening d00" and row["messages"][0] == {"role": "user", "content": "opening d00"}
+
+
+def test_shards_of_the_layout_before_compaction_are_resumed_and_compacted(tmp_path):
+    # Top-level part-*.parquet without the prompt columns: what outputs written before #21 hold.
+    out = tmp_path / "dialogues"
+    old = pa.Table.from_pylist([record("old1", "kept"), record("old2", "failed:api_error")], schema=DIALOGUE_SCHEMA)
+    write_shard(str(out), old.drop_columns(["prompt", "prompt_id"]))
+    write_parts(out, [[dialogue("old2", "kept", 5.0), dialogue("new")]])
+    assert sorted(Path(p).name for p in record_paths(str(out)))[-1].startswith("part-")
+    compact(str(out), DIALOGUE_SCHEMA, TARGETS)
+    files, _, rows, parts = state(out)
+    assert parts == [] and rows == [("new", "kept", 0.0), ("old1", "kept", 0.0), ("old2", "kept", 5.0)]
+    table = pq.read_table(out / files[0])
+    assert table.schema.names == DIALOGUE_SCHEMA.names
+    assert dict(zip(table["id"].to_pylist(), table["prompt"].to_pylist()))["old1"] is None
+
+
+def test_a_large_file_is_written_in_row_groups(tmp_path):
+    out = tmp_path / "dialogues"
+    write_parts(out, [[dialogue(f"r{i:05d}") for i in range(start, start + 2500)] for start in range(0, 25000, 2500)])
+    compact(str(out), DIALOGUE_SCHEMA, FileTargets(rows_per_file=100_000, mb_per_file=256))
+    (name,) = state(out)[0]
+    metadata = pq.read_metadata(out / name)
+    assert metadata.num_rows == 25000 and metadata.num_row_groups == 3
