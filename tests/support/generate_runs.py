@@ -32,7 +32,15 @@ def run_job(config, *overrides, env_extra=None, timeout=900, job="generate"):
 
 
 def read_dialogues(out_dir: Path) -> pd.DataFrame:
-    return pd.read_parquet(out_dir / "dialogues")
+    """Every committed record, as a resume sees them: the compacted files, or the per-batch shards a
+    killed run left before compaction."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ultrachat.compaction import record_paths
+
+    tables = [pq.read_table(path) for path in record_paths(str(out_dir / "dialogues"))]
+    return pa.concat_tables(tables).to_pandas() if tables else pd.DataFrame(columns=["id", "status", "messages"])
 
 
 def openai_config(tmp_path, server, openings=SAMPLE, limit=None, chat_extra=None, **extra) -> Path:
