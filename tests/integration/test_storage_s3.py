@@ -209,5 +209,5 @@ def test_generate_with_file_uris(ray_tmp, tmp_path):
     assert summary["counts"]["dialogues"] == 3 and summary["counts"]["dialogues_dir"] == f"file://{out}/dialogues"
     assert (out / "resolved_config.yaml").is_file()
     names = sorted(p.name for p in (out / "dialogues").iterdir())  # no temp files, no parts left
-    assert names[0].startswith("data-") and names[1:] == ["_manifest.json"], names
+    assert names[0] == "_manifest.json" and len(names) == 2 and names[1].startswith("data-"), names
     assert list((out / "dialogues_jsonl").glob("*.json*"))
