@@ -33,7 +33,6 @@ import hashlib
 import json
 import logging
 import posixpath
-import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ultrachat.shards import atomic_output, read_paths
 from ultrachat.storage import filesystem_for, join
 
 logger = logging.getLogger(__name__)
@@ -74,13 +74,8 @@ def record_paths(out_dir: str) -> list[str]:
 
 def read_records(out_dir: str, columns: list[str], schema: pa.Schema) -> pa.Table:
     """``columns`` of every committed record of ``out_dir`` (Parquet reads just those columns)."""
-    import pyarrow.dataset as ds
-
-    paths = record_paths(out_dir)
-    if not paths:
-        return pa.table({c: pa.array([], schema.field(c).type) for c in columns})
     filesystem, _ = filesystem_for(out_dir)
-    return ds.dataset(paths, format="parquet", filesystem=filesystem, schema=schema).to_table(columns=columns)
+    return read_paths(filesystem, record_paths(out_dir), columns, schema)
 
 
 def compact(out_dir: str, schema: pa.Schema, targets: FileTargets, key: str = "id") -> dict:
@@ -179,8 +174,8 @@ def _plan(filesystem, root, inputs: list[str], targets: FileTargets, key: str) -
     first = np.ones(len(keys), bool)
     first[1:] = keys[1:] != keys[:-1]
     chosen = order.filter(pa.array(first)).sort_by([("_input", "ascending"), (key, "ascending")])
-    sizes = {n: filesystem.get_file_info(posixpath.join(root, n)).size for n in inputs}
-    bytes_per_row = sum(sizes.values()) / max(rows.num_rows, 1)
+    sizes = _sizes(filesystem, root)  # two listings, not a request per input
+    bytes_per_row = sum(sizes[n] for n in inputs) / max(rows.num_rows, 1)
     per_file = max(1, min(targets.rows_per_file, int(targets.mb_per_file * _MB / max(bytes_per_row, 1))))
     names, chosen_keys = chosen["_input"].to_numpy(), chosen[key].to_pylist()
     # A file's name hashes what it holds (each key's status and start time too): a file that takes a
@@ -222,15 +217,10 @@ def write_group(filesystem, root: str, name: str, group: dict[str, list[str]], s
     """Write the records ``group`` picks ({input name: keys}) as ``root/name``; returns its manifest entry.
 
     Streams: one input row group at a time, a row group out per ~10k records, so a task's memory stays
-    bounded whatever the file's size. Visible only whole: a local temp file renamed, or one object
-    (a multipart upload completes when the stream closes)."""
-    from pyarrow import fs
-
+    bounded whatever the file's size. Visible only whole (`atomic_output`)."""
     path = posixpath.join(root, name)
-    local = isinstance(filesystem, fs.LocalFileSystem)
-    target = posixpath.join(root, f".{name}.{uuid.uuid4().hex}.tmp") if local else path
     rows, pending = 0, []
-    with filesystem.open_output_stream(target) as stream, pq.ParquetWriter(stream, schema) as writer:
+    with atomic_output(filesystem, path) as stream, pq.ParquetWriter(stream, schema) as writer:
         for source in sorted(group):
             wanted = pa.array(group[source], pa.string())
             with filesystem.open_input_file(posixpath.join(root, source)) as handle:
@@ -241,8 +231,6 @@ def write_group(filesystem, root: str, name: str, group: dict[str, list[str]], s
                     if sum(t.num_rows for t in pending) >= _ROWS_PER_ROW_GROUP:
                         rows += _flush(writer, pending)
         rows += _flush(writer, pending)
-    if local:
-        filesystem.move(target, path)
     assert rows == sum(len(keys) for keys in group.values()), (name, rows)
     return {"name": name, "rows": rows, "bytes": filesystem.get_file_info(path).size}
 
@@ -264,18 +252,8 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def _write_manifest(filesystem, root: str, manifest: dict) -> None:
-    data = json.dumps(manifest, indent=1).encode()
-    path = posixpath.join(root, MANIFEST)
-    from pyarrow import fs
-
-    if isinstance(filesystem, fs.LocalFileSystem):
-        temp = posixpath.join(root, f".{MANIFEST}.tmp")
-        with filesystem.open_output_stream(temp) as stream:
-            stream.write(data)
-        filesystem.move(temp, path)
-    else:
-        with filesystem.open_output_stream(path) as stream:
-            stream.write(data)
+    with atomic_output(filesystem, posixpath.join(root, MANIFEST)) as stream:
+        stream.write(json.dumps(manifest, indent=1).encode())
 
 
 # ------------------------------------------------------------------------------------ listings
@@ -299,13 +277,25 @@ def _data_names(filesystem, root: str) -> list[str]:
 
 
 def _names(filesystem, directory: str, prefix: str) -> list[str]:
+    return sorted(_listing(filesystem, directory, prefix))
+
+
+def _sizes(filesystem, root: str) -> dict[str, int]:
+    """Bytes of every part and data file, by name relative to ``root``."""
+    sizes = {posixpath.join(PARTS_DIR, n): size
+             for n, size in _listing(filesystem, posixpath.join(root, PARTS_DIR), "part-").items()}
+    return {**sizes, **_listing(filesystem, root, "")}
+
+
+def _listing(filesystem, directory: str, prefix: str) -> dict[str, int]:
+    """{file name: bytes} of the ``prefix*.parquet`` files directly in ``directory``."""
     from pyarrow import fs
 
     if filesystem.get_file_info(directory).type != fs.FileType.Directory:
-        return []
+        return {}
     infos = filesystem.get_file_info(fs.FileSelector(directory))
-    return sorted(posixpath.basename(i.path) for i in infos if i.type == fs.FileType.File
-                  and posixpath.basename(i.path).startswith(prefix) and i.path.endswith(".parquet"))
+    return {posixpath.basename(i.path): i.size for i in infos if i.type == fs.FileType.File
+            and posixpath.basename(i.path).startswith(prefix) and i.path.endswith(".parquet")}
 
 
 def _column(filesystem, root: str, names: list[str], column: str) -> pa.Array:

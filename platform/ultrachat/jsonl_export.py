@@ -15,6 +15,7 @@ import posixpath
 import pyarrow.parquet as pq
 
 from ultrachat.compaction import read_manifest
+from ultrachat.shards import atomic_output
 from ultrachat.storage import filesystem_for
 
 logger = logging.getLogger(__name__)
@@ -50,18 +51,11 @@ def export_jsonl(out_dir: str, jsonl_dir: str) -> dict:
 
 def write_jsonl(filesystem, source: str, target_fs, target: str) -> None:
     """One Parquet file as JSON lines, streamed by row group; visible only once whole."""
-    from pyarrow import fs
-
-    local = isinstance(target_fs, fs.LocalFileSystem)
-    directory, name = posixpath.split(target)
-    path = posixpath.join(directory, f".{name}.tmp") if local else target
-    with filesystem.open_input_file(source) as handle, target_fs.open_output_stream(path) as out:
+    with filesystem.open_input_file(source) as handle, atomic_output(target_fs, target) as out:
         parquet = pq.ParquetFile(handle)
         for group in range(parquet.num_row_groups):
             for row in parquet.read_row_group(group).to_pylist():
                 out.write((json.dumps(row, ensure_ascii=False, default=str) + "\n").encode())
-    if local:
-        target_fs.move(path, target)
 
 
 def _twin(data_name: str) -> str:

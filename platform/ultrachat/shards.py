@@ -9,6 +9,7 @@ already. Readers skip hidden files, so a crash mid-write leaves nothing half-vis
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import posixpath
@@ -67,14 +68,17 @@ def write_shard(out_dir: str, table: pa.Table, key: str = "id") -> str:
 
 def read_column(out_dir: str, columns: list[str], schema: pa.Schema) -> pa.Table:
     """Only ``columns`` of every finished shard (cheap: Parquet reads just those columns)."""
+    filesystem, _ = filesystem_for(out_dir)
+    return read_paths(filesystem, shard_paths(out_dir), columns, schema)
+
+
+def read_paths(filesystem, paths: list[str], columns: list[str], schema: pa.Schema) -> pa.Table:
+    """``columns`` of the Parquet files ``paths`` (an empty table of those columns when there are none)."""
     import pyarrow.dataset as ds
 
-    paths = shard_paths(out_dir)
     if not paths:
         return pa.table({c: pa.array([], schema.field(c).type) for c in columns})
-    filesystem, _ = filesystem_for(out_dir)
-    dataset = ds.dataset(paths, format="parquet", filesystem=filesystem, schema=schema)
-    return dataset.to_table(columns=columns)
+    return ds.dataset(paths, format="parquet", filesystem=filesystem, schema=schema).to_table(columns=columns)
 
 
 def drop_superseded_failures(out_dir: str, retried: set[str], schema: pa.Schema, key: str = "id") -> int:
@@ -127,14 +131,25 @@ def shard_paths(out_dir: str) -> list[str]:
 
 
 def write_atomic(filesystem, path: str, table: pa.Table, **options) -> None:
-    """Readers never see half a file: object stores make one PUT atomic; on a local disk (a path or a
-    file:// URI), a hidden temp file is renamed into place. ``options``: ``pq.write_table``'s."""
+    """``table`` as Parquet at ``path``, never seen half-written (see `atomic_output`). ``options``:
+    ``pq.write_table``'s."""
+    with atomic_output(filesystem, path) as stream:
+        pq.write_table(table, stream, **options)
+
+
+@contextlib.contextmanager
+def atomic_output(filesystem, path: str):
+    """An output stream whose file readers see whole or not at all: object stores make one upload
+    atomic (it completes when the stream closes); on a local disk (a path or a file:// URI), a hidden
+    temp file is renamed into place."""
     from pyarrow import fs
 
     if not isinstance(filesystem, fs.LocalFileSystem):
-        pq.write_table(table, path, filesystem=filesystem, **options)
+        with filesystem.open_output_stream(path) as stream:
+            yield stream
         return
     directory, name = posixpath.split(path)
     temp = posixpath.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
-    pq.write_table(table, temp, filesystem=filesystem, **options)
+    with filesystem.open_output_stream(temp) as stream:
+        yield stream
     filesystem.move(temp, path)
