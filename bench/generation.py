@@ -24,8 +24,8 @@ It prints a Markdown table (stdout; logs go to stderr) and writes every number t
     offline on first use into $ULTRACHAT_CACHE or ~/.cache/ultrachat). For each N of
     ``--dialogues-vllm`` (e.g. 48,96,192) the generate job runs factor x N dialogues (default 4 x N)
     on one actor with N in flight (N / 8 batches of 8), with ``ULTRACHAT_VLLM_TRACE`` set: the backend
-    records every request (prompt token ids, sampling, seed, times). Then ONE fresh process starts a
-    raw ``AsyncLLM`` with the backend's engine settings and, per N, replays the pipeline's requests:
+    records every request (prompt token ids, sampling, seed, times). Right after it, a fresh process
+    starts a raw ``AsyncLLM`` with the backend's engine settings and replays the pipeline's requests:
     N workers each take the next dialogue (in the pipeline's start order) and send its turns one after
     another, with the pipeline's prompt token ids, temperature, top_p and seed, max_tokens = the
     turn's output length and ignore_eos, so both sides make the same tokens from the same prompts,
@@ -38,7 +38,13 @@ It prints a Markdown table (stdout; logs go to stderr) and writes every number t
     count each request's tokens spread evenly over its time in the engine. Ratio = pipeline steady
     output tokens/s / raw steady output tokens/s. Goal >= 0.9. The notes say where the pipeline's
     time goes: dialogues and requests actually in flight, time per request in the engine, rendering,
-    the gap between a dialogue's turns, prefix-cache hits.
+    the gap between a dialogue's turns, prefix-cache hits, and (bench/cpu_share.py, sampled from
+    /proc) how many cores each process group had during each side's steady window.
+    CPU layouts (``--cpu-layout``, default both, each measured side by side with its own raw run):
+    ``shared`` puts vLLM's OpenMP threads on every core, beside the driver, the actor and Ray's own
+    processes, which on 2 cores preempt the model's compute; ``isolated`` gives vLLM's OpenMP threads
+    the last core alone and runs everything else (driver, Ray, the actor, vLLM's engine-core process,
+    the raw client) on the others, as on a GPU node, where the compute has hardware of its own.
 
 Everything runs on 127.0.0.1 with a private local Ray started by the job itself (RAY_ADDRESS is
 removed from the job's environment). Temp dirs are removed at the end unless --keep.
@@ -64,6 +70,8 @@ REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO / "platform"
 if str(SOURCE) not in sys.path:
     sys.path.insert(0, str(SOURCE))
+
+from cpu_share import CpuShare  # noqa: E402  (bench/ is on sys.path as the script's folder)
 
 logger = logging.getLogger("bench.generation")
 
@@ -200,7 +208,33 @@ def write_openings(path: Path, count: int, tag: str) -> None:
             handle.write(json.dumps({"id": f"{tag}-{i:06d}", "sector": SECTORS[i % 3], "text": text}) + "\n")
 
 
-def run_job(config: dict, work: Path, name: str, timeout_s: float, job: str = "generate") -> dict:
+def cpu_layout(name: str) -> tuple[dict[str, str], set[int] | None]:
+    """(environment, CPU affinity) of the job and of the raw replay under a (b) ``--cpu-layout``.
+
+    shared: vLLM's OpenMP threads on every core, beside the driver, the actor and Ray's own processes
+    (the local default). isolated: the OpenMP threads alone on the last core, everything else (the
+    driver, Ray's daemons, the actor's Python, vLLM's engine-core process, the raw replay's client) on
+    the others: a GPU node's split, where the model's compute has hardware of its own and the CPU
+    work runs beside it, not on it. Both sides of a ratio run in the same layout."""
+    if name == "shared":
+        return {}, None
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        raise SystemExit("--cpu-layout isolated needs at least 2 cores")
+    return {"VLLM_CPU_OMP_THREADS_BIND": str(cores[-1])}, set(cores[:-1])
+
+
+def popen_layout(layout: str) -> dict:
+    """Popen keyword arguments (env, preexec_fn) that run a child, and all it starts, in ``layout``."""
+    env, affinity = cpu_layout(layout)
+    kwargs = {"env": {**base_env(), **env}}
+    if affinity:
+        kwargs["preexec_fn"] = lambda: os.sched_setaffinity(0, affinity)
+    return kwargs
+
+
+def run_job(config: dict, work: Path, name: str, timeout_s: float, job: str = "generate",
+            layout: str = "shared") -> dict:
     """Run jobs/<job>.py on ``config`` as a subprocess; return its summary and wall time."""
     import yaml
 
@@ -212,8 +246,8 @@ def run_job(config: dict, work: Path, name: str, timeout_s: float, job: str = "g
     logger.info("%s: running %s (log: %s)", name, " ".join(command[1:]), log_path)
     started = time.monotonic()
     with log_path.open("w") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=base_env(), stdout=subprocess.PIPE, stderr=log,
-                                   text=True, start_new_session=True)
+        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True,
+                                   start_new_session=True, **popen_layout(layout))
         try:
             stdout, _ = process.communicate(timeout=timeout_s)
         except BaseException:  # timeout, Ctrl-C: stop the job (and the local Ray it started)
@@ -409,6 +443,7 @@ def side_stats(requests: list[dict], dialogues: list[tuple[float, float]], in_fl
     tail = prorated_tokens(requests, end, last)
     engine = [(r["engine_start"], r["done"]) for r in requests]
     return {
+        "steady_start": start, "steady_end": end,
         "steady_window_s": end - start, "in_flight_reached": reached,
         "steady_output_tokens": steady, "steady_output_tps": steady / max(end - start, 1e-9),
         "steady_dialogues_in_flight": mean_overlap(dialogues, start, end),
@@ -446,18 +481,19 @@ def read_trace(path: Path, records: list[dict], seed: int) -> list[list[dict]]:
     return [[by_dialogue[i][t] for t in sorted(by_dialogue[i])] for _, i in order]
 
 
-def pipeline_job(args, work: Path, n: int) -> dict:
+def pipeline_job(args, work: Path, n: int, layout: str) -> dict:
     """Run the generate job with ``n`` dialogues in flight on one actor; return its trace and stats."""
+    tag = f"{layout}_b{n}"
     per_batch = min(args.vllm_dialogues_per_batch, n)
     if n % per_batch:
         raise SystemExit(f"--dialogues-vllm {n} must be a multiple of --vllm-dialogues-per-batch {per_batch}")
     in_flight = n // per_batch
     total = args.vllm_dialogue_factor * n
-    openings = work / f"openings_b{n}.jsonl"
-    write_openings(openings, total, f"b{n}")
+    openings = work / f"openings_{tag}.jsonl"
+    write_openings(openings, total, tag)
     engine = {"backend": "vllm", "model": args.model, "dtype": "float32", "max_model_len": args.max_model_len}
     config = {
-        "output_dir": str(work / f"out_b{n}"), "run_name": f"bench-generation-b{n}", "log_level": "INFO",
+        "output_dir": str(work / f"out_{tag}"), "run_name": f"bench-generation-{tag}", "log_level": "INFO",
         "openings": {"path": str(openings)},
         # The sampling of configs/generate/local.yaml.
         "user": {"chat": engine, "sampling": {"temperature": 0.9, "top_p": 0.95, "max_tokens": 48, "seed": SEED}},
@@ -467,13 +503,13 @@ def pipeline_job(args, work: Path, n: int) -> dict:
                    "batches_in_flight": in_flight},
         "export_jsonl": False,
     }
-    trace_path = work / f"trace_b{n}.jsonl"
+    trace_path = work / f"trace_{tag}.jsonl"
     os.environ[TRACE_ENV] = str(trace_path)  # inherited by the job, its local Ray and the actor
     try:
-        job = run_job(config, work, f"job_b{n}", args.timeout)
+        job = run_job(config, work, f"job_{tag}", args.timeout, layout=layout)
     finally:
         os.environ.pop(TRACE_ENV, None)
-    out = work / f"out_b{n}"
+    out = work / f"out_{tag}"
     records = read_records(out)
     dialogues = read_trace(trace_path, records, SEED)
     stats = window_stats(records)
@@ -489,8 +525,8 @@ def pipeline_job(args, work: Path, n: int) -> dict:
         "mean_render_ms": 1000 * sum(render) / len(render),
         "mean_gap_between_turns_ms": 1000 * sum(gaps) / max(1, len(gaps)),
     })
-    logger.info("(b) N=%d pipeline: steady %.1f output tokens/s over %.1f s (%.1f dialogues in flight), tail %.1f s",
-                n, side["steady_output_tps"], side["steady_window_s"], side["steady_dialogues_in_flight"],
+    logger.info("(b) %s N=%d pipeline: steady %.1f output tokens/s over %.1f s (%.1f dialogues in flight), tail %.1f s",
+                layout, n, side["steady_output_tps"], side["steady_window_s"], side["steady_dialogues_in_flight"],
                 side["tail_s"])
     return {
         "dialogues_in_flight": n, "dialogues": total, "statuses": stats["statuses"],
@@ -504,19 +540,22 @@ def pipeline_job(args, work: Path, n: int) -> dict:
     }
 
 
-def raw_vllm(args, work: Path, model_dir: str, runs: list[dict]) -> dict:
-    """Replay every run's turns on raw AsyncLLM in one fresh process (one engine start for all)."""
+def raw_vllm(args, work: Path, model_dir: str, runs: list[dict], tag: str) -> dict:
+    """Replay the runs' turns on raw AsyncLLM in one fresh process, in the CPU layout ``tag`` starts with."""
+    layout = tag.split("_")[0]
     spec = {"model": model_dir, "model_ref": args.model, "dtype": "float32", "max_model_len": args.max_model_len,
             "runs": runs}
-    spec_path, result_path, script_path = work / "raw_spec.json", work / "raw_result.json", work / "raw_vllm.py"
+    spec_path, result_path = work / f"raw_spec_{tag}.json", work / f"raw_result_{tag}.json"
+    script_path = work / "raw_vllm.py"
     spec_path.write_text(json.dumps(spec))
     script_path.write_text(RAW_VLLM_SCRIPT)
-    log_path = work / "raw_vllm.log"
-    logger.info("(b) raw vLLM: replaying %s (log: %s)", ", ".join(f"N={r['in_flight']}" for r in runs), log_path)
+    log_path = work / f"raw_vllm_{tag}.log"
+    logger.info("(b) %s raw vLLM: replaying %s (log: %s)", layout, ", ".join(f"N={r['in_flight']}" for r in runs),
+                log_path)
     with log_path.open("w") as log:
         process = subprocess.Popen([sys.executable, str(script_path), str(spec_path), str(result_path)],
-                                   cwd=work, env=base_env(), stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+                                   cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                   **popen_layout(layout))
         try:
             process.wait(timeout=args.timeout)
         except BaseException:
@@ -527,27 +566,58 @@ def raw_vllm(args, work: Path, model_dir: str, runs: list[dict]) -> dict:
     return json.loads(result_path.read_text())
 
 
-def part_b(args, work: Path) -> dict:
-    from ultrachat.models.source import resolve_model
-
-    logger.info("(b) resolving %s (built offline on first use)", args.model)
-    model_dir = resolve_model(args.model)
-    runs = [pipeline_job(args, work, n) for n in args.dialogues_vllm]
-    raw = raw_vllm(args, work, model_dir, [run.pop("replay") for run in runs])
-    for run, replayed in zip(runs, raw["runs"]):
+def part_b_layout(args, work: Path, model_dir: str, layout: str) -> dict:
+    """Every N in one CPU layout: the pipeline runs, then one raw engine replays them all."""
+    # Each N's raw replay runs right after its pipeline run (its own engine start, outside the windows):
+    # the machine's speed drifts by several percent over the tens of minutes a whole layout takes, so
+    # the two sides of a ratio are measured minutes apart, not half an hour.
+    runs, replays, startups = [], [], []
+    with CpuShare() as cpu:
+        for n in args.dialogues_vllm:
+            runs.append(pipeline_job(args, work, n, layout))
+            raw = raw_vllm(args, work, model_dir, [runs[-1].pop("replay")], f"{layout}_b{n}")
+            replays += raw["runs"]
+            startups.append(raw["engine_startup_s"])
+    for run, replayed in zip(runs, replays):
         n = run["dialogues_in_flight"]
         requests = [{**r, "engine_start": r["submitted"]} for r in replayed["requests"]]
         # A raw dialogue lasts from its worker taking it to its last turn's answer.
         run["raw"] = side_stats(requests, [tuple(s) for s in replayed["dialogue_spans"]], n)
         run["ratio"] = run["pipeline"]["steady_output_tps"] / run["raw"]["steady_output_tps"]
         run["whole_run_ratio"] = run["pipeline"]["whole_output_tps"] / run["raw"]["whole_output_tps"]
-        logger.info("(b) N=%d raw: steady %.1f output tokens/s; ratio %.3f (whole run %.3f)", n,
+        # Who had the cores during each side's steady window.
+        for side in ("pipeline", "raw"):
+            run[side]["cpu"] = cpu.share(run[side]["steady_start"], run[side]["steady_end"])
+        logger.info("(b) %s N=%d raw: steady %.1f output tokens/s; ratio %.3f (whole run %.3f)", layout, n,
                     run["raw"]["steady_output_tps"], run["ratio"], run["whole_run_ratio"])
-    return {"model": args.model, "model_dir": model_dir, "rounds": args.rounds,
-            "raw_engine_startup_s": raw["engine_startup_s"], "runs": runs, "goal": 0.9}
+    return {"layout": layout, "raw_engine_startup_s": startups, "runs": runs}
+
+
+def part_b(args, work: Path) -> dict:
+    from ultrachat.models.source import resolve_model
+
+    logger.info("(b) resolving %s (built offline on first use)", args.model)
+    model_dir = resolve_model(args.model)
+    layouts = [part_b_layout(args, work, model_dir, layout) for layout in args.cpu_layout]
+    return {"model": args.model, "model_dir": model_dir, "rounds": args.rounds, "layouts": layouts, "goal": 0.9}
 
 
 # ------------------------------------------------------------------------------------ reporting
+
+
+def cpu_note(pipeline: dict | None, raw: dict | None) -> str:
+    """Cores (and times scheduled per second) of each process group during the two steady windows."""
+    if not pipeline or not raw:
+        return "  - CPU by process group: not sampled (no /proc schedstat here)"
+    groups = list(dict.fromkeys([*pipeline, *raw]))
+    cells = []
+    for group in groups:
+        p, r = pipeline.get(group, {}), raw.get(group, {})
+        if max(p.get("cores", 0), r.get("cores", 0)) < 0.005:
+            continue
+        cells.append(f"{group} {p.get('cores', 0):.2f} / {r.get('cores', 0):.2f} cores "
+                     f"({p.get('scheduled_per_s', 0):.0f} / {r.get('scheduled_per_s', 0):.0f} runs/s)")
+    return "  - CPU by process group, pipeline / raw steady window: " + "; ".join(cells)
 
 
 def markdown(results: dict) -> str:
@@ -567,29 +637,35 @@ def markdown(results: dict) -> str:
             f"Window {a['window_s']:.1f} s (ideal {a['ideal_window_s']:.1f} s), whole job {a['job_wall_s']:.1f} s. "
             f"Mean dialogues in flight {a['mean_dialogues_in_flight']:.1f} of {a['concurrency']}; "
             f"mean dialogue {a['mean_dialogue_s']:.2f} s (ideal {a['ideal_dialogue_s']:.2f} s).")
-    for run in (b or {}).get("runs", []):
-        p, r, n = run["pipeline"], run["raw"], run["dialogues_in_flight"]
-        rows.append(f"| (b) vLLM CPU {b['model']}, N={n} in flight: steady output tokens/s | "
-                    f"{p['steady_output_tps']:.1f} | {r['steady_output_tps']:.1f} (raw AsyncLLM, N in flight) | "
-                    f"{run['ratio']:.3f} | >= {b['goal']} | {mark(run['ratio'], b['goal'])} |")
-        notes.append(
-            f"- (b) N={n}: {run['layout']}; {run['dialogues']} dialogues, {run['requests']} turns, "
-            f"{run['prompt_tokens']} prompt + {run['completion_tokens']} output tokens, statuses {run['statuses']}. "
-            f"Steady window {p['steady_window_s']:.1f} s pipeline / {r['steady_window_s']:.1f} s raw "
-            f"(dialogues in flight {p['steady_dialogues_in_flight']:.1f} / {r['steady_dialogues_in_flight']:.1f}, "
-            f"requests in the engine {p['steady_requests_in_engine']:.1f} / {r['steady_requests_in_engine']:.1f}). "
-            f"Tail {p['tail_s']:.1f} s at {p['tail_output_tps']:.1f} tokens/s / {r['tail_s']:.1f} s at "
-            f"{r['tail_output_tps']:.1f}; whole run {p['whole_output_tps']:.1f} / {r['whole_output_tps']:.1f} "
-            f"tokens/s (ratio {run['whole_run_ratio']:.3f}). Mean request in the engine "
-            f"{1000 * p['mean_engine_s']:.0f} / "
-            f"{1000 * r['mean_engine_s']:.0f} ms; pipeline render {p['mean_render_ms']:.1f} ms and gap between a "
-            f"dialogue's turns {p['mean_gap_between_turns_ms']:.1f} ms per turn; prefix-cache hits "
-            f"{100 * p['cached_fraction']:.0f}% / {100 * r['cached_fraction']:.0f}% of prompt tokens.")
+    for part in (b or {}).get("layouts", []):
+        layout = part["layout"]
+        for run in part["runs"]:
+            p, r, n = run["pipeline"], run["raw"], run["dialogues_in_flight"]
+            rows.append(f"| (b) vLLM CPU {b['model']}, {layout} cores, N={n} in flight: steady output tokens/s | "
+                        f"{p['steady_output_tps']:.1f} | {r['steady_output_tps']:.1f} (raw AsyncLLM, N in flight) | "
+                        f"{run['ratio']:.3f} | >= {b['goal']} | {mark(run['ratio'], b['goal'])} |")
+            notes.append(
+                f"- (b) {layout} N={n}: {run['layout']}; {run['dialogues']} dialogues, {run['requests']} turns, "
+                f"{run['prompt_tokens']} prompt + {run['completion_tokens']} output tokens, statuses "
+                f"{run['statuses']}. Steady window {p['steady_window_s']:.1f} s pipeline / {r['steady_window_s']:.1f} s "
+                f"raw (dialogues in flight {p['steady_dialogues_in_flight']:.1f} / "
+                f"{r['steady_dialogues_in_flight']:.1f}, requests in the engine {p['steady_requests_in_engine']:.1f} / "
+                f"{r['steady_requests_in_engine']:.1f}). Tail {p['tail_s']:.1f} s at {p['tail_output_tps']:.1f} "
+                f"tokens/s / {r['tail_s']:.1f} s at {r['tail_output_tps']:.1f}; whole run {p['whole_output_tps']:.1f} / "
+                f"{r['whole_output_tps']:.1f} tokens/s (ratio {run['whole_run_ratio']:.3f}). Mean request in the "
+                f"engine {1000 * p['mean_engine_s']:.0f} / {1000 * r['mean_engine_s']:.0f} ms; pipeline render "
+                f"{p['mean_render_ms']:.1f} ms and gap between a dialogue's turns "
+                f"{p['mean_gap_between_turns_ms']:.1f} ms per turn; prefix-cache hits "
+                f"{100 * p['cached_fraction']:.0f}% / {100 * r['cached_fraction']:.0f}% of prompt tokens.")
+            notes.append(cpu_note(p.get("cpu"), r.get("cpu")))
     if b:
         notes.append("- (b) raw vLLM replays the pipeline's own requests (its prompt token ids, sampling and seeds; "
                      "max_tokens = the turn's output length, ignore_eos) with N dialogues in flight, each "
                      "dialogue's turns one after another, on the same engine settings. Steady window: from N "
-                     "dialogues first in flight to the last dialogue's start; the tail after it is reported apart.")
+                     "dialogues first in flight to the last dialogue's start; the tail after it is reported apart. "
+                     "Layouts: shared = vLLM's OpenMP threads on every core, beside everything else; isolated = "
+                     "vLLM's OpenMP threads alone on the last core, everything else on the others (a GPU node's "
+                     "split); both sides of a ratio run in the same layout.")
     return "\n".join(rows + [""] + notes)
 
 
@@ -598,6 +674,14 @@ def _sizes(text: str) -> list[int]:
     if not sizes or min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers separated by commas, e.g. 48,96,192")
     return sizes
+
+
+def _layouts(text: str) -> list[str]:
+    layouts = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = sorted(set(layouts) - {"shared", "isolated"})
+    if not layouts or unknown:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected shared, isolated or shared,isolated")
+    return layouts
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -617,6 +701,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="(b) dialogues per run = this x N, so that N stay in flight for most of the run")
     parser.add_argument("--vllm-dialogues-per-batch", type=int, default=8,
                         help="(b) batches in flight = N / this")
+    parser.add_argument("--cpu-layout", type=_layouts, default=["shared", "isolated"],
+                        help="(b) shared (vLLM's threads on every core, beside everything else), isolated (vLLM's "
+                             "threads alone on the last core, the rest on the others), or both: shared,isolated")
     parser.add_argument("--rounds", type=int, default=3, help="fixed rounds per dialogue (2R-1 requests)")
     parser.add_argument("--model", default="tiny:small",
                         help="(b) model reference, e.g. local:smollm2-135m-instruct (real words, 135M)")
