@@ -8,6 +8,7 @@ pyarrow URI (s3://, gs://). Whole files go to the parse tasks, so every record k
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import json
 import posixpath
@@ -15,7 +16,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 from ultrachat.errors import InputError
 from ultrachat.hashed_set import HashedSet
-from ultrachat.storage import STORE_HINT, filesystem_for, is_uri
+from ultrachat.storage import HUB, HUB_HINT, STORE_HINT, filesystem_for, is_uri
 
 # JSON lines may be gzipped, as the C4 release is (c4-train.00000-of-01024.json.gz).
 EXTENSIONS = {"jsonl": (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz"), "parquet": (".parquet",),
@@ -31,18 +32,25 @@ def list_input_files(path: str, fmt: str, key: str, formats: tuple[str, ...] = (
     config key in errors. ``fmt`` "auto" takes every extension of ``formats``."""
     from pyarrow import fs
 
+    pattern = None
+    if any(c in posixpath.basename(path) for c in "*?["):  # a glob in the file name: list its folder
+        path, pattern = posixpath.dirname(path), posixpath.basename(path)
     try:
         filesystem, root = filesystem_for(path)
         info = filesystem.get_file_info(root)
-    except OSError as err:
+    except Exception as err:  # OSError from pyarrow's stores; the Hub's client raises its own (offline, 401)
         if not is_uri(path):
             raise
-        raise InputError(f"{key}: cannot read {path}: {err}. {STORE_HINT}") from None
+        hint = HUB_HINT if path.startswith(HUB) else STORE_HINT
+        raise InputError(f"{key}: cannot read {path}: {type(err).__name__}: {err}. {hint}") from None
     if info.type == fs.FileType.NotFound:
         raise InputError(f"{key}: {path} does not exist. Fix: point it to a {' or '.join(formats)} file, or a "
                          f"folder of them")
-    if info.type == fs.FileType.File:
+    if info.type == fs.FileType.File and pattern is None:
         paths = [root]
+    elif pattern is not None:
+        paths = sorted(i.path for i in filesystem.get_file_info(fs.FileSelector(root))
+                       if i.type == fs.FileType.File and fnmatch.fnmatchcase(posixpath.basename(i.path), pattern))
     else:
         # Like pyarrow and HF datasets: names starting with . or _ are bookkeeping (a record folder's
         # _parts and _manifest.json, temp files), at any depth below the folder.
@@ -52,7 +60,8 @@ def list_input_files(path: str, fmt: str, key: str, formats: tuple[str, ...] = (
     wanted = EXTENSIONS[fmt] if fmt != "auto" else tuple(e for f in formats for e in EXTENSIONS[f])
     chosen = [p for p in paths if p.endswith(wanted)]
     if not chosen:
-        raise InputError(f"{key}: no {' / '.join(wanted)} files in {path}. Fix: point it to "
+        where = f"{path} matching {pattern}" if pattern else path
+        raise InputError(f"{key}: no {' / '.join(wanted)} files in {where}. Fix: point it to "
                          f"{' or '.join(formats)} records (or set the 'format' key beside it)")
     prefix = path[: path.index("://") + 3] if "://" in path else ""
     return [prefix + p if prefix and "://" not in p else p for p in chosen]
@@ -132,4 +141,13 @@ def read_records(files: list[str], to_row: Callable[[Any, str], dict]):
     `Malformed` records too and must turn them into rows that say so)."""
     import ray
 
-    return ray.data.read_binary_files(files, include_paths=True).flat_map(functools.partial(_parse_file, to_row))
+    hub = [f for f in files if f.startswith(HUB)]
+    options = {}
+    if hub:
+        if len(hub) != len(files):
+            raise InputError(f"hf:// inputs cannot be mixed with other stores in one job ({hub[0]} and "
+                             f"{next(f for f in files if not f.startswith(HUB))}). Fix: copy one side to the other")
+        options["filesystem"], _ = filesystem_for(hub[0])
+        files = [f[len(HUB):] for f in files]
+    return ray.data.read_binary_files(files, include_paths=True, **options).flat_map(
+        functools.partial(_parse_file, to_row))

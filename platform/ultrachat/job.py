@@ -34,6 +34,7 @@ _RUNNERS: dict[str, str] = {
     "train": "ultrachat.training.run:run_train",
     "serve": "ultrachat.serving.run:run_serve",
     "evaluate": "ultrachat.evaluation.run:run_evaluate",
+    "preferences": "ultrachat.preferences.run:run_preferences",
     "pipeline": "ultrachat.pipeline:run_pipeline",
 }
 

@@ -57,9 +57,16 @@ TRAIN_TOKENS_PER_SECOND = MetricSpec("ultrachat_train_tokens_per_second", GAUGE,
                                      "latest logging interval, all ranks", ("run",))
 TRAIN_LOSS = MetricSpec("ultrachat_train_loss", GAUGE, "Mean training loss of the latest logging interval",
                         ("run",))
+TRAIN_REWARD_ACCURACY = MetricSpec("ultrachat_train_reward_accuracy", GAUGE, "method dpo: share of the latest "
+                                   "logging interval's pairs whose chosen answer got the higher implicit reward",
+                                   ("run",))
+TRAIN_REWARD_MARGIN = MetricSpec("ultrachat_train_reward_margin", GAUGE, "method dpo: mean chosen minus rejected "
+                                 "implicit reward (beta x log-ratio to the reference) of the latest interval",
+                                 ("run",))
 
 METRICS: tuple[MetricSpec, ...] = (DIALOGUES, LLM_TOKENS, CONSTRUCTION_CALLS, API_RETRIES, API_WAIT_SECONDS,
-                                   TRAIN_TOKENS, TRAIN_TOKENS_PER_SECOND, TRAIN_LOSS)
+                                   TRAIN_TOKENS, TRAIN_TOKENS_PER_SECOND, TRAIN_LOSS, TRAIN_REWARD_ACCURACY,
+                                   TRAIN_REWARD_MARGIN)
 
 _lock = threading.Lock()
 _made: dict[str, object] | None = None
@@ -132,6 +139,9 @@ def record_training_interval(metrics: dict) -> None:
     _inc(TRAIN_TOKENS, metrics["interval_tokens"])
     _set(TRAIN_TOKENS_PER_SECOND, metrics["tokens_per_s"])
     _set(TRAIN_LOSS, metrics["loss"])
+    if "reward_accuracy" in metrics:
+        _set(TRAIN_REWARD_ACCURACY, metrics["reward_accuracy"])
+        _set(TRAIN_REWARD_MARGIN, metrics["reward_margin"])
 
 
 # ------------------------------------------------------------------------------------------ plumbing

@@ -36,3 +36,24 @@ class SecretEnv:
 
     def __repr__(self) -> str:  # what a log or an error could print: names only
         return f"SecretEnv(names={list(self.names)})"
+
+
+def driver_keys(endpoints: dict) -> dict[str, str]:
+    """``endpoints``: config key (e.g. ``judge.chat``) -> chat config. The API keys the OpenAI-compatible
+    ones name, read from the driver's environment before any work; every missing one is reported at
+    once, by key. Endpoints without a key (``api_key_env: null``) and in-actor engines need none."""
+    from ultrachat.errors import InputError
+
+    keys, problems = {}, []
+    for where, chat in endpoints.items():
+        if getattr(chat, "backend", None) != "openai" or chat.api_key_env is None:
+            continue
+        value = os.environ.get(chat.api_key_env, "").strip()
+        if not value:
+            problems.append(f"{where}.api_key_env: environment variable {chat.api_key_env} is unset or empty (the "
+                            f"key for {chat.base_url}). Fix: export {chat.api_key_env}=<key> where the driver runs "
+                            f"(any value for a server without auth)")
+        keys[chat.api_key_env] = value
+    if problems:
+        raise InputError("; ".join(problems))
+    return keys

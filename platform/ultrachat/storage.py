@@ -16,8 +16,13 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
-# Schemes pyarrow's FileSystem.from_uri resolves (and Ray Data / Ray Train with it).
-SCHEMES = ("s3", "gs", "gcs", "file", "hdfs", "abfs", "abfss")
+# Schemes pyarrow's FileSystem.from_uri resolves (and Ray Data / Ray Train with it), and hf:// for
+# inputs read from the Hugging Face Hub by name (huggingface_hub's fsspec filesystem; read-only).
+SCHEMES = ("s3", "gs", "gcs", "file", "hdfs", "abfs", "abfss", "hf")
+HUB = "hf://"
+HUB_HINT = ("hf:// paths read the Hugging Face Hub by name (hf://datasets/OWNER/NAME/path, globs allowed in the "
+            "file name): the machine needs internet and HF_HUB_OFFLINE unset (HF_TOKEN for gated data). Without "
+            "internet, copy the dataset's Parquet files to local disk or a bucket and point the path there")
 
 
 def is_uri(path: str) -> bool:
@@ -39,7 +44,11 @@ def check_path(path: str) -> str:
     if "?" in rest or "#" in rest:
         raise ValueError(f"{path!r} carries URI options; fix: drop the '?...' part and configure the store in "
                          f"the environment (AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
-    if scheme.lower() == "file":
+    if scheme.lower() == "hf":
+        if not rest.startswith("datasets/") or len(rest.split("/")) < 3:
+            raise ValueError(f"{path!r} is not a Hub dataset path; fix: hf://datasets/OWNER/NAME[/folder or "
+                             f"file, e.g. data/train_sft-*.parquet]")
+    elif scheme.lower() == "file":
         if not rest.startswith("/"):
             raise ValueError(f"{path!r} is not an absolute file URI; fix: file:///absolute/path (three slashes)")
     elif not rest.split("/", 1)[0]:
@@ -70,6 +79,10 @@ def filesystem_for(path: str):
     """(pyarrow filesystem, path inside it) for a local path or any pyarrow URI."""
     from pyarrow import fs
 
+    if path.startswith(HUB):
+        from huggingface_hub import HfFileSystem
+
+        return fs.PyFileSystem(fs.FSSpecHandler(HfFileSystem())), path[len(HUB):]
     if is_uri(path):
         return fs.FileSystem.from_uri(path)
     return fs.LocalFileSystem(), path

@@ -65,3 +65,21 @@ def metrics_by_step(out: Path) -> dict[int, dict]:
     """The last logged entry per step (after a restart, resumed steps are logged again)."""
     entries = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return {entry["step"]: entry for entry in entries}
+
+
+def write_preferences(path: Path, count: int = 48) -> Path:
+    """Preference pairs (the ultrafeedback_binarized layout) with a learnable rule: over the shipped
+    dialogues' questions, the chosen answer opens with "Certainly." and the rejected one with "No.";
+    the rest of both answers is the same text."""
+    lines = []
+    for i, messages in enumerate((corpus_dialogues() * 4)[:count]):
+        question = f"{messages[0]['content']} (case {i})"
+        body = messages[1]["content"][:120]
+        prompt = [{"role": "user", "content": question}]
+        lines.append(json.dumps({
+            "prompt": question, "prompt_id": f"p{i}",
+            "chosen": prompt + [{"role": "assistant", "content": f"Certainly. {body}"}],
+            "rejected": prompt + [{"role": "assistant", "content": f"No. {body}"}],
+            "score_chosen": 9.0, "score_rejected": 2.0}))
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -21,7 +21,8 @@ def last_json(stdout):
 def test_help_lists_every_command():
     result = run("-m", "ultrachat", "--help")
     assert result.returncode == 0
-    for command in ("generate", "stats", "train", "serve", "pipeline", "check-config", "tiny-model", "doctor"):
+    for command in ("generate", "stats", "train", "serve", "evaluate", "preferences", "pipeline", "check-config",
+                    "tiny-model", "doctor"):
         assert command in result.stdout
 
 

@@ -133,7 +133,7 @@ def test_polite_closing_is_trimmed_with_its_answer(thanks):
 ])
 def test_thanks_with_a_real_request_is_kept(turn):
     messages = dialogue(*ROUNDS[:2], (turn, "Here you go."))
-    assert run(messages) == FilterOutcome(messages, "kept", [])
+    assert run(messages, truecase=False) == FilterOutcome(messages, "kept", [])
 
 
 def test_polite_turn_in_the_middle_removes_only_its_pair():
@@ -158,12 +158,9 @@ def test_polite_closing_extra_pattern_and_disabled_flag():
 # --- assistant_disclaimer --------------------------------------------------------------------
 
 @pytest.mark.parametrize("reply", [
-    "As an AI, I do not have personal opinions, but many people prefer tea.",
-    "I don't have personal experiences with rivers, but they are described as calming.",
     "I'm just an AI, so I can't taste food.",
     "As a language model, I cannot browse the web.",
-    "As an AI language model I don't have feelings.",
-    "I do not have the ability to feel emotions.",
+    "As an AI, I agree that tea is popular.",
 ])
 def test_assistant_disclaimer_drops_the_dialogue(reply):
     messages = dialogue(ROUNDS[0], ("Which do you prefer, tea or coffee?", reply))
@@ -188,6 +185,56 @@ def test_assistant_disclaimer_extra_pattern_and_disabled_flag():
     assert extra.status == "filtered:assistant_disclaimer"
     disclaimed = dialogue(("Hi", "As an AI, I have no feelings."))
     assert run(disclaimed, assistant_disclaimer=False).status == "kept"
+
+
+# --- feelings_disclaimer (ultrachat_200k) ------------------------------------------------------
+
+FEELINGS = [
+    "As an AI, I do not have personal opinions, but many people prefer tea.",
+    "I don't have personal experiences with rivers, but they are described as calming.",
+    "As an AI language model I don't have feelings.",
+    "I do not have the ability to feel emotions.",
+]
+
+
+@pytest.mark.parametrize("reply", FEELINGS)
+def test_feelings_disclaimer_trims_its_round_and_what_follows(reply):
+    messages = dialogue(ROUNDS[0], ("Which do you prefer, tea or coffee?", reply), ROUNDS[1])
+    assert run(messages) == FilterOutcome(messages[:2], "kept", ["trimmed:feelings_disclaimer"])
+
+
+@pytest.mark.parametrize("reply", FEELINGS)
+def test_feelings_disclaimer_drop_mode_drops_the_dialogue_as_ultrachat_200k_did(reply):
+    messages = dialogue(ROUNDS[0], ("Which do you prefer, tea or coffee?", reply))
+    outcome = run(messages, feelings_disclaimer="drop")
+    assert outcome == FilterOutcome(messages, "filtered:feelings_disclaimer", ["feelings_disclaimer"])
+
+
+def test_feelings_disclaimer_in_the_first_round_drops_and_off_keeps():
+    messages = dialogue(("Do you like tea?", "I don't have personal preferences, but tea is popular."))
+    assert run(messages).status == "filtered:feelings_disclaimer"
+    assert run(messages, feelings_disclaimer="off").status == "kept"
+    extra = dialogue(("Hi", "I lack any sentiment about it."), ROUNDS[0])
+    assert run(extra, feelings_disclaimer_patterns=[r"lack any sentiment"]).status == "filtered:feelings_disclaimer"
+
+
+# --- truecase (ultrachat_200k) ------------------------------------------------------------------
+
+def test_truecase_rewrites_what_is_kept_and_records_it():
+    messages = dialogue(("hello. how are you? i wonder.", "i am fine. thanks for asking! see `foo.bar()` e.g. here."))
+    outcome = run(messages)
+    assert [m["content"] for m in outcome.messages] == [
+        "Hello. How are you? I wonder.", "I am fine. Thanks for asking! See `foo.bar()` e.g. here."]
+    assert outcome.reasons == ["rewritten:truecase"] and outcome.kept
+    assert run(messages, truecase=False).messages == messages
+
+
+@pytest.mark.parametrize("text", [POEM, PARAGRAPH, "Use the iPhone. pH matters. x86 and snake_case stay.",
+                                  "See https://example.com/a.b and `x. y` and i.e. this, e.g. that. So do i.", "(i) one (ii) two"])
+def test_truecase_leaves_correct_or_special_text_alone(text):
+    from ultrachat.generation.truecase import truecase
+
+    assert truecase(text) == text
 
 
 # --- empty_turn --------------------------------------------------------------------------------
@@ -268,7 +315,7 @@ def test_repetition_share_and_disabled_flag():
 # --- interplay, shape, config errors -----------------------------------------------------------
 
 def test_content_a_trim_removes_never_drops_the_dialogue():
-    slipped = ("As an AI language model, I enjoy rivers.", "As an AI, I do not have feelings.")
+    slipped = ("As an AI language model, I enjoy rivers.", "As an AI, I agree with you.")
     messages = dialogue(*ROUNDS[:2], slipped)
     finish = stops(messages, cut=5)
     outcome = run(messages, finish)
@@ -300,7 +347,7 @@ def test_malformed_input_raises(messages, finish):
 
 
 @pytest.mark.parametrize("key", ["user_role_slip_patterns", "polite_closing_patterns",
-                                 "assistant_disclaimer_patterns"])
+                                 "assistant_disclaimer_patterns", "feelings_disclaimer_patterns"])
 def test_bad_extra_regex_is_rejected_at_construction(key):
     with pytest.raises(ValueError, match=rf"filters\.{key}\[1\]: invalid regex '\(unclosed'"):
         DialogueFilter(Filters(**{key: ["fine", "(unclosed"]}))

@@ -28,7 +28,8 @@ def base(request, tmp_path):
 # ------------------------------------------------------------------------------------ config errors
 
 
-@pytest.mark.parametrize("path", ["data/x.jsonl", "/abs/x", "s3://bucket/in/x.jsonl", "gs://bucket/x", "file:///tmp/x"])
+@pytest.mark.parametrize("path", ["data/x.jsonl", "/abs/x", "s3://bucket/in/x.jsonl", "gs://bucket/x", "file:///tmp/x",
+                                  "hf://datasets/HuggingFaceH4/ultrachat_200k/data/train_sft-*.parquet"])
 def test_check_path_accepts_local_paths_and_uris(path):
     assert storage.check_path(path) == path
 
@@ -38,6 +39,7 @@ def test_check_path_accepts_local_paths_and_uris(path):
     ("s3://bucket/x?endpoint_override=localhost:9000", ["URI options", "AWS_ENDPOINT_URL_S3"]),
     ("s3:///x", ["names no bucket", "s3://bucket/prefix"]),
     ("file://relative/x", ["not an absolute file URI", "file:///absolute/path"]),
+    ("hf://HuggingFaceH4/ultrachat_200k", ["not a Hub dataset path", "hf://datasets/OWNER/NAME"]),
 ])
 def test_check_path_refuses_what_cannot_work(path, words):
     with pytest.raises(ValueError) as info:
@@ -230,3 +232,26 @@ def test_served_model_copied_from_a_uri_and_recopied_after_a_new_export(base, tm
     assert chat_template_for(first, template, "models.0.chat_template") == "{{ messages }}"
     with pytest.raises(ModelSourceError, match="models.0.chat_template: chat template file"):
         chat_template_for(first, storage.join(base, "templates", "none.jinja"), "models.0.chat_template")
+
+
+def test_glob_in_the_file_name_picks_files_of_one_folder(base):
+    for name in ("train_sft-0.parquet", "train_sft-1.parquet", "test_sft-0.parquet", "train_gen-0.parquet"):
+        storage.write_text(storage.join(base, "data", name), "x")
+    from ultrachat.inputs import list_input_files
+
+    files = list_input_files(storage.join(base, "data", "train_sft-*.parquet"), "auto", "data.paths[0]")
+    assert files == [storage.join(base, "data", f"train_sft-{i}.parquet") for i in (0, 1)]
+    with pytest.raises(InputError, match=r"data.paths\[0\]: no .* files in .*data matching dev-\*"):
+        list_input_files(storage.join(base, "data", "dev-*.parquet"), "auto", "data.paths[0]")
+
+
+def test_hub_paths_offline_are_an_input_error_that_says_how_to_copy(monkeypatch):
+    """No internet here: the Hub client is asked for real and refuses, and the error says what to do."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from ultrachat.inputs import list_input_files
+
+    with pytest.raises(InputError) as info:
+        list_input_files("hf://datasets/HuggingFaceH4/ultrachat_200k/data/train_sft-*.parquet", "auto", "data.paths[0]")
+    text = str(info.value)
+    assert text.startswith("data.paths[0]: cannot read hf://datasets/HuggingFaceH4/ultrachat_200k/data")
+    assert "HF_HUB_OFFLINE" in text and "copy the dataset's Parquet files" in text

@@ -49,6 +49,13 @@ class Filters(Section):
     empty_turn: bool = True
     length_cut: bool = True
     repetition: bool = True
+    # ultrachat_200k's cleanups. truecase: capitalize sentence starts and the pronoun "i" (recorded as
+    # rewritten:truecase). feelings_disclaimer: an assistant turn claiming to have no emotions or opinions
+    # ("I don't have personal opinions"): trim = cut the dialogue before that round (earlier rounds stay),
+    # drop = drop the dialogue (ultrachat_200k's rule), off = keep it.
+    truecase: bool = True
+    feelings_disclaimer: Literal["trim", "drop", "off"] = "trim"
+    feelings_disclaimer_patterns: list[str] = []
     # Extra patterns added to the built-in ones (see ultrachat/generation/filters.py).
     user_role_slip_patterns: list[str] = []
     polite_closing_patterns: list[str] = []

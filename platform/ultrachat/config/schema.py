@@ -17,6 +17,7 @@ from ultrachat.config.evaluation import EvaluateStage
 from ultrachat.config.generation import GenerateStage
 from ultrachat.config.pipeline import (DEFAULT_STAGES, PipelineEvaluate, PipelineServe, PipelineStats, PipelineTrain,
                                        Stage, check_stage_order)
+from ultrachat.config.preferences import PreferencesStage
 from ultrachat.config.serving import ServeStage
 from ultrachat.config.stats import StatsStage
 from ultrachat.config.training import TrainStage
@@ -72,6 +73,10 @@ class TrainConfig(JobSettings, TrainStage):
 
 
 class EvaluateConfig(JobSettings, EvaluateStage):
+    pass
+
+
+class PreferencesConfig(JobSettings, PreferencesStage):
     pass
 
 
@@ -139,6 +144,7 @@ JOB_SCHEMAS: dict[str, type[JobSettings]] = {
     "train": TrainConfig,
     "serve": ServeConfig,
     "evaluate": EvaluateConfig,
+    "preferences": PreferencesConfig,
     "pipeline": PipelineConfig,
 }
 

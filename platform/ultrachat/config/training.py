@@ -40,12 +40,31 @@ class Lora(Section):
     merge_on_export: bool = True  # merged weights serve anywhere; false saves the adapter for vLLM's LoRA
 
 
+class Dpo(Section):
+    """Direct Preference Optimization (Rafailov et al. 2023) on (prompt, chosen, rejected) pairs."""
+
+    # How far the policy may move from the reference: the Zephyr recipe uses 0.01, TRL defaults to 0.1.
+    beta: float = Field(default=0.1, gt=0)
+    # sigmoid: the DPO paper's loss (with label_smoothing, the conservative cDPO variant); ipo: Azar et
+    # al.'s squared loss on length-averaged log-probability ratios.
+    loss: Literal["sigmoid", "ipo"] = "sigmoid"
+    label_smoothing: float = Field(default=0.0, ge=0, lt=0.5, description="assumed share of flipped labels")
+    # The prompt (every turn before the compared answers) keeps its last max_prompt_length tokens;
+    # answers are then cut to fit max_seq_len. Both are counted in the prepared data's stats.
+    max_prompt_length: int = Field(default=512, ge=1)
+
+
 class TrainStage(Section):
     model: Annotated[str, AfterValidator(check_base_model)]
     data: TrainData
+    # sft: next-token loss on the assistant turns of dialogues; dpo: preference pairs (prompt, chosen,
+    # rejected) against a frozen reference, the policy's starting weights (see training/dpo.py).
+    method: Literal["sft", "dpo"] = "sft"
+    dpo: Dpo = Dpo()
     # auto: the model's template when it marks assistant turns ({% generation %}), else the UltraChat
-    # format (User: ... </s>\nAssistant: ... </s>); ultrachat: always the UltraChat format.
-    chat_template: Literal["auto", "ultrachat", "model"] = "auto"
+    # format (User: ... </s>\nAssistant: ... </s>); ultrachat: always the UltraChat format; zephyr:
+    # <|user|> / <|assistant|> turns ending with EOS (the Zephyr recipe); model: the model's, or an error.
+    chat_template: Literal["auto", "ultrachat", "zephyr", "model"] = "auto"
     max_seq_len: int = Field(default=2048, ge=16)
     packing: bool = False
     num_workers: int = Field(default=2, ge=1)
@@ -98,6 +117,16 @@ class TrainStage(Section):
         if self.lora is not None and self.zero_stage == 3:
             problems.append("lora with zero_stage 3 is not supported here (adapters on partitioned weights); fix: "
                             "use zero_stage 2 with LoRA")
+        if self.method == "dpo":
+            if self.packing:
+                problems.append("packing does not apply to method dpo (a chosen and a rejected answer are compared "
+                                "as whole sequences); fix: set packing: false")
+            if self.dpo.max_prompt_length >= self.max_seq_len:
+                problems.append(f"dpo.max_prompt_length ({self.dpo.max_prompt_length}) leaves no room for the answers "
+                                f"in max_seq_len ({self.max_seq_len}); fix: lower dpo.max_prompt_length or raise "
+                                f"max_seq_len")
+        elif "dpo" in self.model_fields_set:
+            problems.append("a dpo section is set but method is sft; fix: set method: dpo, or remove dpo")
         if problems:
             raise ValueError("; ".join(problems))
         return self

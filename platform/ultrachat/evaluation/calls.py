@@ -12,25 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 
-import pyarrow as pa
-
 from ultrachat.config.evaluation import JUDGE, Candidate, EvalJudge, EvaluateStage
 from ultrachat.evaluation.judging import PAIRWISE, SINGLE, pairwise_messages, single_messages
 from ultrachat.evaluation.prompts import Prompt
 
 ANSWER = "answer"
 
-# One record per call: the cache shards under output_dir/cache/{answers,judgments}/.
-CALL_SCHEMA = pa.schema([
-    ("key", pa.string()), ("kind", pa.string()), ("endpoint", pa.string()), ("status", pa.string()),
-    ("text", pa.string()), ("verdict", pa.string()), ("structured", pa.bool_()),
-    ("finish_reason", pa.string()), ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()),
-    ("attempts", pa.int64()), ("error", pa.string()), ("model", pa.string()), ("started_at", pa.float64()),
-    ("seconds", pa.float64()),
-])
-
-
-def _digest(spec: dict) -> str:
+def content_key(spec: dict) -> str:
     return hashlib.sha1(json.dumps(spec, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:24]
 
 
@@ -40,7 +28,7 @@ def answer_messages(candidate: Candidate, prompt: Prompt) -> list[dict[str, str]
 
 
 def answer_key(candidate: Candidate, messages: list[dict[str, str]]) -> str:
-    return _digest({"messages": messages, "base_url": candidate.chat.base_url, "model": candidate.chat.model,
+    return content_key({"messages": messages, "base_url": candidate.chat.base_url, "model": candidate.chat.model,
                     "revision": candidate.revision, "sampling": candidate.sampling.model_dump()})
 
 
@@ -52,7 +40,7 @@ def judge_identity(judge: EvalJudge) -> dict:
 
 def judgment_key(judge: EvalJudge, messages: list[dict[str, str]]) -> str:
     # The rendered messages hold the template, the question and the answers in their order.
-    return _digest({"judge": judge_identity(judge), "messages": messages})
+    return content_key({"judge": judge_identity(judge), "messages": messages})
 
 
 def answer_calls(config: EvaluateStage, prompts: list[Prompt]) -> tuple[list[dict], dict]:

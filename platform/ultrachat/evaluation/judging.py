@@ -66,7 +66,7 @@ _SCORE = re.compile(r"(?:score|rating)\s*(?:is)?\s*[:=]?\s*\**\s*\[*\s*(\d+(?:\.
                     re.IGNORECASE)
 
 
-def _json_object(text: str) -> dict | None:
+def json_object(text: str) -> dict | None:
     for candidate in [*_FENCE.findall(text), text]:
         match = _OBJECT.search(candidate)
         if not match:
@@ -82,7 +82,7 @@ def _json_object(text: str) -> dict | None:
 
 def parse_pairwise(text: str) -> str | None:
     """"A", "B" or "tie" (the answer shown first, second, neither), or None when the reply has none."""
-    obj = _json_object(text)
+    obj = json_object(text)
     if obj is not None and isinstance(obj.get("verdict"), str):
         return _normalize_verdict(obj["verdict"])
     found = _BRACKETED.findall(text)
@@ -99,7 +99,7 @@ def _normalize_verdict(value: str) -> str | None:
 
 def parse_score(text: str) -> float | None:
     """The 1-10 score, or None when the reply has none in range."""
-    obj = _json_object(text)
+    obj = json_object(text)
     if obj is not None and "score" in obj:
         return _in_range(obj["score"])
     found = _SCORE.findall(text)

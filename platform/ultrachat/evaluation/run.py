@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 from ultrachat import storage
 from ultrachat.config.evaluation import JUDGE, EvaluateStage
-from ultrachat.errors import InputError, PartialFailure
-from ultrachat.evaluation.calls import CALL_SCHEMA, answer_calls, judgment_calls
+from ultrachat.errors import PartialFailure
+from ultrachat.evaluation.calls import answer_calls, judgment_calls
 from ultrachat.evaluation.prompts import load_prompts
 from ultrachat.evaluation.results import build_results
 from ultrachat.llm.openai_backend import estimate_prompt_tokens
 from ultrachat.observability import dataset_name, run_label
-from ultrachat.shards import ShardSink, drop_superseded_failures, read_column
-from ultrachat.stages.pool import PoolStage, run_pool_stage
+from ultrachat.secret_env import driver_keys
+from ultrachat.stages.call_waves import CALL_SCHEMA, cached_calls, run_wave
+from ultrachat.stages.pool import PoolStage
 from ultrachat.stages.progress import too_many_failed
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def run_evaluate(config) -> dict:
     prompts = load_prompts(config.prompts)
     answer_dir, judgment_dir = (storage.join(config.output_dir, CACHE_DIR, kind) for kind in ("answers", "judgments"))
     answer_rows, answer_keys = answer_calls(config, prompts)
-    cached = _cached(answer_dir)
+    cached = cached_calls(answer_dir)
     if config.dry_run:
         return _plan(config, prompts, answer_rows, cached, judgment_dir)
     secrets = _api_keys(config)
@@ -45,13 +45,14 @@ def run_evaluate(config) -> dict:
 
         check_endpoints(config, secrets)
     calls: dict = {}
-    stopped = [_run_wave(config, "answers", answer_rows, cached, answer_dir, secrets, calls)]
-    cached = _cached(answer_dir)
+    stopped = [run_wave(_stage(config, "answers", secrets), "answers", answer_rows, cached, answer_dir, calls)]
+    cached = cached_calls(answer_dir)
     texts = {what: cached[key]["text"] for what, key in answer_keys.items()
              if key in cached and cached[key]["status"] == "ok"}
     judgment_rows, judgment_keys = judgment_calls(config, prompts, texts)
-    stopped.append(_run_wave(config, "judgments", judgment_rows, _cached(judgment_dir), judgment_dir, secrets, calls))
-    records = {**cached, **_cached(judgment_dir)}
+    stopped.append(run_wave(_stage(config, "judgments", secrets), "judgments", judgment_rows,
+                            cached_calls(judgment_dir), judgment_dir, calls))
+    records = {**cached, **cached_calls(judgment_dir)}
     results = build_results(config, prompts, answer_keys, judgment_keys, records)
     results["calls"] = calls
     paths = write_outputs(config, results)
@@ -72,46 +73,6 @@ def run_evaluate(config) -> dict:
     return counts
 
 
-def _cached(directory: str) -> dict[str, dict]:
-    """key -> record; a success (or an unparseable verdict, the judge's own answer) beats a failure."""
-    table = read_column(directory, CALL_SCHEMA.names, CALL_SCHEMA)
-    out: dict[str, dict] = {}
-    for record in table.to_pylist():
-        old = out.get(record["key"])
-        if old is None or (old["status"].startswith("failed") and not record["status"].startswith("failed")):
-            out[record["key"]] = record
-    return out
-
-
-def _run_wave(config, wave: str, rows: list[dict], cached: dict, directory: str, secrets: dict,
-              calls: dict) -> str | None:
-    """Run the rows not done in the cache; record the wave's call counts; the reason it stopped, if so."""
-    import ray
-
-    todo = [r for r in rows if r["key"] not in cached or cached[r["key"]]["status"].startswith("failed")]
-    retried = {r["key"] for r in todo if r["key"] in cached}
-    logger.info("%s: %d calls, %d in the cache, %d to make (%d failed before, retried)", wave, len(rows),
-                len(rows) - len(todo), len(todo), len(retried))
-    stopped = None
-    if todo:
-        try:
-            # One block per batch: from_items' default (a block per row here) left the streaming
-            # repartition feeding the actor one batch at a time (bench/evaluation.py: 0.18 -> 0.56 of C/L).
-            blocks = -(-len(todo) // config.actors.calls_per_batch)
-            run_pool_stage(_stage(config, wave, secrets), ray.data.from_items(todo, override_num_blocks=blocks),
-                           len(todo), ShardSink(directory, CALL_SCHEMA, key="key"))
-        except PartialFailure as err:
-            stopped = str(err)
-    drop_superseded_failures(directory, retried, CALL_SCHEMA, key="key")
-    now = _cached(directory)
-    keys = {r["key"] for r in rows}
-    statuses = [now[k]["status"] for k in keys if k in now]
-    calls[wave] = {"planned": len(keys), "cached": len(keys) - len(todo), "made_now": len(todo),
-                   "ok": statuses.count("ok"), "unparseable": statuses.count("unparseable"),
-                   "failed": sum(s.startswith("failed") for s in statuses), "missing": len(keys) - len(statuses)}
-    return stopped
-
-
 def _stage(config, wave: str, secrets: dict) -> PoolStage:
     from ultrachat.evaluation.worker import EvalHandlerFactory, EvaluationWorker, describe_calls
 
@@ -127,21 +88,9 @@ def _stage(config, wave: str, secrets: dict) -> PoolStage:
 
 def _api_keys(config) -> dict[str, str]:
     """Every endpoint's key, checked on the driver before any call; they reach the actors as secrets."""
-    named = {f"candidates[{i}].chat.api_key_env": c.chat for i, c in enumerate(config.candidates)}
-    named["judge.chat.api_key_env"] = config.judge.chat
-    keys, problems = {}, []
-    for where, chat in named.items():
-        if chat.api_key_env is None:  # a server without auth
-            continue
-        value = os.environ.get(chat.api_key_env, "").strip()
-        if not value:
-            problems.append(f"{where}: environment variable {chat.api_key_env} is unset or empty (the key for "
-                            f"{chat.base_url}). Fix: export {chat.api_key_env}=<key> where the driver runs "
-                            f"(any value for a server without auth)")
-        keys[chat.api_key_env] = value
-    if problems:
-        raise InputError("; ".join(problems))
-    return keys
+    named = {f"candidates[{i}].chat": c.chat for i, c in enumerate(config.candidates)}
+    named["judge.chat"] = config.judge.chat
+    return driver_keys(named)
 
 
 def _headline(results: dict) -> dict:
@@ -170,7 +119,7 @@ def _plan(config, prompts, answer_rows: list[dict], cached: dict, judgment_dir: 
         entry["approx_prompt_tokens"] += estimate_prompt_tokens(json.loads(row["messages"]))
         entry["max_completion_tokens"] += by_name[row["endpoint"]].sampling.max_tokens
     planned = planned_judgments(config, len(prompts))
-    done_judgments = len(_cached(judgment_dir))
+    done_judgments = len(cached_calls(judgment_dir))
     # Judge prompts hold the answers, unknown before they exist: bounded by the candidates' max_tokens.
     template = max(len(config.judge.pairwise_prompt), len(config.judge.single_prompt)) // 4
     longest = max(c.sampling.max_tokens for c in config.candidates)

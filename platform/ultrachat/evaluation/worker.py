@@ -20,7 +20,7 @@ from ultrachat import observability
 from ultrachat.config.evaluation import JUDGE, EvaluateStage
 from ultrachat.evaluation.calls import ANSWER
 from ultrachat.evaluation.judging import parse_verdict, response_format, schema_rejected
-from ultrachat.llm import make_backend
+from ultrachat.llm import make_backend, shutdown_engines
 from ultrachat.llm.base import ChatError, ChatResult
 from ultrachat.stages.pool import PoolWorker
 
@@ -37,16 +37,35 @@ class EvalHandlerFactory:
 
     stage_json: str
 
-    def __call__(self) -> "EvalCallHandler":
-        return EvalCallHandler(EvaluateStage.model_validate_json(self.stage_json))
+    def __call__(self) -> "CallHandler":
+        config = EvaluateStage.model_validate_json(self.stage_json)
+        endpoints = {c.name: (make_backend(c.chat), c.sampling) for c in config.candidates}
+        endpoints[JUDGE] = (make_backend(config.judge.chat), config.judge.sampling)
+        return CallHandler(endpoints, VerdictProtocols(config.judge.structured_output, config.judge.format_reminder))
 
 
-class EvalCallHandler:
-    def __init__(self, config: EvaluateStage):
-        self.config = config
-        self.endpoints = {c.name: (make_backend(c.chat), c.sampling) for c in config.candidates}
-        self.endpoints[JUDGE] = (make_backend(config.judge.chat), config.judge.sampling)
-        self.structured = config.judge.structured_output != "text"
+@dataclass(frozen=True)
+class VerdictProtocols:
+    """How judge replies are asked for and read: the evaluation's pairwise and single protocols. Another
+    job's judge (e.g. the preferences job's aspect ratings) brings its own ``parse`` / ``response_format``."""
+
+    structured_output: str  # auto / json_schema / text
+    format_reminder: str
+
+    def parse(self, protocol: str, text: str) -> str | None:
+        return parse_verdict(protocol, text)
+
+    def response_format(self, protocol: str) -> dict:
+        return response_format(protocol)
+
+
+class CallHandler:
+    """Answers (``kind`` answer) and judgments (``kind`` a judge protocol) on named endpoints, each a
+    (ChatBackend, Sampling); the judge's endpoint is named ``judge``."""
+
+    def __init__(self, endpoints: dict, protocols):
+        self.endpoints, self.protocols = endpoints, protocols
+        self.structured = protocols.structured_output != "text"
 
     async def run(self, row: dict) -> dict:
         started, started_at = time.monotonic(), time.time()
@@ -70,7 +89,7 @@ class EvalCallHandler:
     async def _call(self, record: dict, endpoint: str, messages: list[dict], schema: dict | None) -> ChatResult:
         backend, sampling = self.endpoints[endpoint]
         record["attempts"] += 1
-        reply = await backend.chat(messages, sampling, response_format=schema)
+        reply = await backend.chat(messages, sampling, **({"response_format": schema} if schema else {}))
         record["prompt_tokens"] += reply.prompt_tokens
         record["completion_tokens"] += reply.completion_tokens
         observability.record_tokens(f"evaluate_{record['kind']}", reply.prompt_tokens, reply.completion_tokens)
@@ -78,12 +97,12 @@ class EvalCallHandler:
 
     async def _judge(self, record: dict, protocol: str, messages: list[dict]) -> ChatResult:
         reply = await self._judge_once(record, protocol, messages)
-        verdict = parse_verdict(protocol, reply.text)
+        verdict = self.protocols.parse(protocol, reply.text)
         if verdict is None:  # once more, showing the judge its reply and the format
             retry = messages + [{"role": "assistant", "content": reply.text},
-                                {"role": "user", "content": self.config.judge.format_reminder}]
+                                {"role": "user", "content": self.protocols.format_reminder}]
             reply = await self._judge_once(record, protocol, retry)
-            verdict = parse_verdict(protocol, reply.text)
+            verdict = self.protocols.parse(protocol, reply.text)
         if verdict is None:
             record.update(status="unparseable", error=f"no {protocol} verdict in the reply after "
                                                       f"{record['attempts']} attempts (finish_reason={reply.finish_reason})")
@@ -94,11 +113,11 @@ class EvalCallHandler:
     async def _judge_once(self, record: dict, protocol: str, messages: list[dict]) -> ChatResult:
         if self.structured:
             try:
-                reply = await self._call(record, JUDGE, messages, response_format(protocol))
+                reply = await self._call(record, JUDGE, messages, self.protocols.response_format(protocol))
                 record["structured"] = True
                 return reply
             except ChatError as err:
-                if self.config.judge.structured_output != "auto" or not (
+                if self.protocols.structured_output != "auto" or not (
                         err.reason == "http_400" and schema_rejected(str(err))):
                     raise
                 logger.warning("judge endpoint refused the JSON-schema request (%s); asking in plain text from "
@@ -125,7 +144,7 @@ class EvalCallHandler:
         pass  # tokens are recorded per call (observability.record_tokens)
 
     def close(self) -> None:
-        pass  # HTTP clients only; they close with the actor
+        shutdown_engines()  # in-actor vLLM endpoints (the preferences job's); HTTP clients close with the actor
 
 
 def describe_calls(c: Counter, total: int, elapsed: float) -> str:

@@ -1,18 +1,21 @@
 """Post-processing of one generated dialogue: drop or trim what should not become training data.
 
 UltraChat excluded merely polite user turns ("Thank you", "Thanks") with the assistant's "You're
-welcome"; ultrachat_200k later removed dialogues whose assistant disclaims ("I do not have emotions").
-The other filters catch failures of the simulation itself: a user simulator that slips into the
-assistant role, empty or max_tokens-cut turns, degenerate repetition.
+welcome"; ultrachat_200k later truecased the text and removed dialogues whose assistant claims to have
+no emotions or opinions ("I do not have emotions"). The other filters catch failures of the
+simulation itself: a user simulator that slips into the assistant role, an assistant that disclaims
+being an AI, empty or max_tokens-cut turns, degenerate repetition.
 
-Order: empty_turn (drop), then the trims (user_role_slip, polite_closing, length_cut), then the drops
-that look at what survived (repetition, assistant_disclaimer), so content a trim removes never drops
-a dialogue. A trimmed dialogue always ends with an assistant turn and keeps at least one full round,
-otherwise it is dropped with the reason of the filter that emptied it.
+Order: empty_turn (drop), then the trims (unanswered_turn, feelings_disclaimer when "trim",
+user_role_slip, polite_closing, length_cut), then the drops that look at what survived (repetition,
+feelings_disclaimer when "drop", assistant_disclaimer), so content a trim removes never drops a
+dialogue; last, truecase rewrites what is kept. A trimmed dialogue always ends with an assistant turn and keeps at least one full
+round, otherwise it is dropped with the reason of the filter that emptied it.
 
-Reasons: "empty_turn", "user_role_slip", "polite_closing", "length_cut", "repetition",
-"assistant_disclaimer" and "unanswered_turn" (a trailing user turn nobody answered); a trim records
-"trimmed:<reason>", a drop records "<reason>" and sets status "filtered:<reason>".
+Reasons: "empty_turn", "feelings_disclaimer", "user_role_slip", "polite_closing", "length_cut",
+"repetition", "assistant_disclaimer" and "unanswered_turn" (a trailing user turn nobody answered); a
+trim records "trimmed:<reason>", a drop records "<reason>" and sets status "filtered:<reason>", and a
+truecased dialogue records "rewritten:truecase". The generate job's summary counts every reason.
 
 Patterns are case-insensitive and see text with typographic apostrophes (’) turned into '. Extra
 config patterns are searched anywhere in a turn, except polite_closing ones: a user turn is split into
@@ -28,6 +31,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from ultrachat.config.generation import Filters
+from ultrachat.generation.truecase import truecase
 
 _ANY_AI = r"(?:an? )?(?:ai|artificial intelligence|(?:large )?language model|ai language model|ai assistant|chatbot|virtual assistant)"
 USER_ROLE_SLIP = (
@@ -57,6 +61,9 @@ ASSISTANT_DISCLAIMER = (
     r"\bas an? (?:ai|artificial intelligence)(?: (?:language )?(?:model|assistant|chatbot|system|program))?(?:\s*,|\s+(?:i|my|i'm)\b)",
     r"\bas a (?:large |ai )?language model\b",
     r"\bi(?:'m| am) (?:just |only |merely |simply )?(?:an? )?(?:ai|artificial intelligence|(?:large )?language model|computer program|machine)\b",
+)
+# An assistant turn that claims to have no emotions or opinions: ultrachat_200k's second cleanup.
+FEELINGS_DISCLAIMER = (
     r"\bi (?:do not|don't|cannot|can't|am not able to|am unable to|am not capable of|am incapable of) "
     r"(?:have|having|possess|experience|experiencing|feel|feeling|hold|form|forming)(?: \w+){0,4}? "
     r"(?:(?:personal |subjective |my own |own )?(?:opinions?|emotions?|feelings?|preferences?|beliefs?|consciousness|desires)"
@@ -115,6 +122,8 @@ class DialogueFilter:
         self.polite_extra = _compile((), config.polite_closing_patterns, "polite_closing_patterns")
         self.polite_thanks = _compile(POLITE_THANKS, []) + self.polite_extra
         self.polite_filler = _compile(POLITE_FILLER, [])
+        self.feelings = _compile(FEELINGS_DISCLAIMER, config.feelings_disclaimer_patterns,
+                                 "feelings_disclaimer_patterns")
 
     def __call__(self, messages: list[dict], finish_reasons: list[str | None]) -> FilterOutcome:
         _check_shape(messages, finish_reasons)
@@ -122,6 +131,8 @@ class DialogueFilter:
         if cfg.empty_turn and any(not m["content"].strip() for m, _ in turns):
             return _drop(turns, reasons, "empty_turn")
         trims = [("unanswered_turn", _trim_unanswered)]
+        if cfg.feelings_disclaimer == "trim":
+            trims.append(("feelings_disclaimer", self._trim_feelings))
         if cfg.user_role_slip:
             trims.append(("user_role_slip", self._trim_role_slip))
         if cfg.polite_closing:
@@ -140,15 +151,30 @@ class DialogueFilter:
         if cfg.repetition and any(_is_degenerate(m["content"], cfg.repetition_max_share) for m in generated):
             return _drop(turns, reasons, "repetition")
         answers = [m["content"] for m in generated if m["role"] == "assistant"]
+        if cfg.feelings_disclaimer == "drop" and any(_matches(self.feelings, text) for text in answers):
+            return _drop(turns, reasons, "feelings_disclaimer")
         if cfg.assistant_disclaimer and any(_matches(self.disclaimer, text) for text in answers):
             return _drop(turns, reasons, "assistant_disclaimer")
-        return FilterOutcome([m for m, _ in turns], "kept", reasons)
+        messages = [m for m, _ in turns]
+        if cfg.truecase:  # last, on what is kept: a rewrite is only recorded where it stays
+            cased = [{**m, "content": truecase(m["content"])} for m in messages]
+            if cased != messages:
+                messages = cased
+                reasons.append("rewritten:truecase")
+        return FilterOutcome(messages, "kept", reasons)
 
     def _trim_role_slip(self, turns):
         # Everything after a slip is the model talking to itself; earlier rounds are still good.
         for i in range(2, len(turns), 2):
             if _matches(self.role_slip, turns[i][0]["content"]):
                 return turns[:i]
+        return None
+
+    def _trim_feelings(self, turns):
+        # The round whose answer disclaims feelings goes, and the rounds after it, which build on it.
+        for i in range(1, len(turns), 2):
+            if _matches(self.feelings, turns[i][0]["content"]):
+                return turns[:i - 1]
         return None
 
     def _trim_polite(self, turns):

@@ -109,7 +109,7 @@ def _summarize(out_dir: str) -> tuple[Counter, dict]:
     """(full status -> count, the summary's counts)."""
     import pyarrow.compute as pc
 
-    table = read_records(out_dir, ["status", "usage"], DIALOGUE_SCHEMA)
+    table = read_records(out_dir, ["status", "usage", "filter_reasons"], DIALOGUE_SCHEMA)
     statuses = Counter({row["values"]: row["counts"] for row in pc.value_counts(table["status"]).to_pylist()})
     kinds = Counter()
     for status, n in statuses.items():
@@ -118,6 +118,10 @@ def _summarize(out_dir: str) -> tuple[Counter, dict]:
     def total(*fields: str) -> int:
         return sum(pc.sum(pc.struct_field(table["usage"], f)).as_py() or 0 for f in fields)
 
+    # Every filter that acted, by reason: drops ("<reason>"), trims ("trimmed:<reason>"), rewrites.
+    reasons = pc.value_counts(pc.list_flatten(table["filter_reasons"])).to_pylist()
+    filters = {row["values"]: row["counts"] for row in sorted(reasons, key=lambda r: r["values"])}
     return statuses, {"dialogues": table.num_rows, **{f"status_{k}": v for k, v in sorted(kinds.items())},
+                      "filters": filters,
                       "tokens_in": total("user_prompt_tokens", "assistant_prompt_tokens"),
                       "tokens_out": total("user_completion_tokens", "assistant_completion_tokens")}

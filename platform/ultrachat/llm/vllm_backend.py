@@ -146,6 +146,19 @@ def _trace() -> _Trace | None:
     return _TRACES[path]
 
 
+def _structured(response_format: dict | None):
+    if not response_format:
+        return None
+    from vllm.sampling_params import StructuredOutputsParams
+
+    kind = response_format.get("type")
+    if kind == "json_schema":
+        return StructuredOutputsParams(json=response_format["json_schema"]["schema"])
+    if kind == "json_object":
+        return StructuredOutputsParams(json_object=True)
+    raise ChatError("http_400", f"response_format type {kind!r} is not supported (json_schema, json_object)")
+
+
 class VllmChatBackend:
     """ChatBackend on an in-process vLLM engine. ``model_path`` is the resolved local dir or hub id."""
 
@@ -167,7 +180,10 @@ class VllmChatBackend:
         except Exception as err:  # a template that rejects the roles/format: a clear reason
             raise ChatError("chat_template", f"{self.model_name}: chat template failed: {err}") from err
 
-    async def chat(self, messages: list[dict[str, str]], sampling: Sampling) -> ChatResult:
+    async def chat(self, messages: list[dict[str, str]], sampling: Sampling,
+                   response_format: dict | None = None) -> ChatResult:
+        """``response_format``: OpenAI's ``{"type": "json_schema", "json_schema": {"schema": ...}}`` (or
+        ``{"type": "json_object"}``), enforced by vLLM's structured outputs as its OpenAI server does."""
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.exceptions import EngineDeadError
@@ -185,6 +201,7 @@ class VllmChatBackend:
         params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
                                 max_tokens=min(sampling.max_tokens, room),
                                 seed=sampling.seed,
+                                structured_outputs=_structured(response_format),
                                 output_kind=RequestOutputKind.FINAL_ONLY)
         final = None
         try:

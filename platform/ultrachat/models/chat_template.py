@@ -23,3 +23,23 @@ ULTRACHAT_CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}"
 )
+
+# Zephyr's format (alignment-handbook recipes/zephyr-7b-beta): "<|user|>\n{u}</s>\n<|assistant|>\n{a}</s>\n",
+# the template of ultrachat_200k / ultrafeedback_binarized fine-tunes. Loss on the assistant text and
+# its end-of-sequence token, as in the UltraChat format.
+ZEPHYR_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}"
+    "{{ '<|system|>\n' + message['content'] + eos_token + '\n' }}"
+    "{% elif message['role'] == 'user' %}"
+    "{{ '<|user|>\n' + message['content'] + eos_token + '\n' }}"
+    "{% elif message['role'] == 'assistant' %}"
+    "{{ '<|assistant|>\n' }}"
+    "{% generation %}{{ message['content'] + eos_token }}{% endgeneration %}"
+    "{{ '\n' }}"
+    "{% else %}"
+    "{{ raise_exception('Zephyr format has roles system, user, assistant; got ' + message['role']) }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)

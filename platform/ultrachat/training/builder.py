@@ -22,10 +22,12 @@ from ultrachat.inputs import Malformed
 from ultrachat.training.dialogues import normalize_dialogue
 from ultrachat.training.examples import SplitStats, dialogue_examples
 from ultrachat.training.packing import pack_examples
+from ultrachat.training.preference_pairs import SFT_LAYOUT, normalize_pair, pair_example
 
 logger = logging.getLogger(__name__)
 
 KIND_TRAIN, KIND_EVAL, KIND_STATS = "train", "eval", "stats"
+SFT_LAYOUT_AT = "sft_layout_at@"  # stats key + the source of a batch's first SFT-layout record (method dpo)
 _SAMPLED_ERRORS = 5  # malformed records logged per batch with their file:line; all are counted
 
 
@@ -42,11 +44,17 @@ def eval_bucket(messages: list[dict]) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+_LIST_COLUMNS = {"sft": ("input_ids", "labels", "position_ids"),
+                 "dpo": ("chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels")}
+
+
 class ExampleBuilder:
-    """map_batches callable: record rows in, example rows (and one stats row) out."""
+    """map_batches callable: record rows in, example rows (and one stats row) out. ``method`` sft:
+    dialogues -> examples (rows of ``input_ids``, ``labels``, ``position_ids``); dpo: preference
+    records -> pairs (rows of chosen and rejected ids and labels, training/preference_pairs.py)."""
 
     def __init__(self, model_dir: str, chat_template: str, max_seq_len: int, packing: bool,
-                 eval_fraction: float, data_format: str):
+                 eval_fraction: float, data_format: str, method: str = "sft", max_prompt_length: int = 0):
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -55,6 +63,7 @@ class ExampleBuilder:
             else self.tokenizer.eos_token_id
         self.max_seq_len, self.packing = max_seq_len, packing
         self.eval_fraction, self.data_format = eval_fraction, data_format
+        self.method, self.max_prompt_length = method, max_prompt_length
 
     def __call__(self, batch: dict) -> dict:
         counts: Counter = Counter()
@@ -69,37 +78,49 @@ class ExampleBuilder:
                     logged += 1
                     logger.warning("%s: skipped, %s", source, malformed)
                 continue
-            messages, reason = normalize_dialogue(json.loads(text), self.data_format)
-            if messages is None:
+            record = json.loads(text)
+            if self.method == "dpo":
+                parsed, reason = normalize_pair(record)
+            else:
+                parsed, reason = normalize_dialogue(record, self.data_format)
+            if parsed is None:
                 counts[f"skipped_{reason}"] += 1
+                if reason == SFT_LAYOUT and not any(k.startswith(SFT_LAYOUT_AT) for k in counts):
+                    counts[SFT_LAYOUT_AT + source] = 1  # the driver's error names a place to look
                 if reason != "status_not_kept" and logged < _SAMPLED_ERRORS:
                     logged += 1
                     logger.warning("%s: skipped, %s", source, reason.replace("_", " "))
                 continue
-            kind = KIND_EVAL if eval_bucket(messages) < self.eval_fraction else KIND_TRAIN
-            counts[f"{kind}_dialogues"] += 1
-            examples[kind] += dialogue_examples(self.tokenizer, messages, self.max_seq_len, stats)
-        counts.update(examples=stats.examples, split_dialogues=stats.split_dialogues,
-                      truncated_rounds=stats.truncated_rounds, skipped_no_trainable_tokens=stats.no_trainable_tokens)
-        rows = [self._row(kind, row) for kind, items in examples.items() for row in self._rows(items)]
+            if self.method == "dpo":
+                content = parsed["context"] + [{"chosen": parsed["chosen"], "rejected": parsed["rejected"]}]
+                kind = KIND_EVAL if eval_bucket(content) < self.eval_fraction else KIND_TRAIN
+                counts[f"{kind}_pairs"] += 1
+                row = pair_example(self.tokenizer, parsed, self.max_seq_len, self.max_prompt_length, counts)
+                examples[kind] += [row] if row else []
+            else:
+                kind = KIND_EVAL if eval_bucket(parsed) < self.eval_fraction else KIND_TRAIN
+                counts[f"{kind}_dialogues"] += 1
+                examples[kind] += dialogue_examples(self.tokenizer, parsed, self.max_seq_len, stats)
+        counts.update(examples=stats.examples if self.method == "sft" else sum(map(len, examples.values())),
+                      split_dialogues=stats.split_dialogues, truncated_rounds=stats.truncated_rounds,
+                      skipped_no_trainable_tokens=stats.no_trainable_tokens)
+        rows = [{"kind": kind, **row, "stats": None} for kind, items in examples.items() for row in self._rows(items)]
         counts.update({f"{kind}_rows": sum(r["kind"] == kind for r in rows) for kind in (KIND_TRAIN, KIND_EVAL)})
-        counts["trainable_tokens"] = sum(sum(label != -100 for label in e["labels"])
-                                         for items in examples.values() for e in items)
-        rows.append({"kind": KIND_STATS, "input_ids": [], "labels": [], "position_ids": [], "num_tokens": 0,
+        counts["trainable_tokens"] = sum(sum(label != -100 for label in row[column])
+                                         for row in rows for column in _LIST_COLUMNS[self.method]
+                                         if column.endswith("labels"))
+        rows.append({"kind": KIND_STATS, **{column: [] for column in _LIST_COLUMNS[self.method]}, "num_tokens": 0,
                      "stats": json.dumps(dict(counts))})
         return {key: _column([r[key] for r in rows]) for key in rows[0]}
 
     def _rows(self, items: list[dict]) -> list[dict]:
+        if self.method == "dpo":
+            return items
         if self.packing:
             return list(pack_examples(items, self.max_seq_len, self.pad_id))
         return [{"input_ids": e["input_ids"], "labels": e["labels"],
                  "position_ids": list(range(len(e["input_ids"]))), "num_tokens": len(e["input_ids"])}
                 for e in items]
-
-    @staticmethod
-    def _row(kind: str, row: dict) -> dict:
-        return {"kind": kind, "input_ids": row["input_ids"], "labels": row["labels"],
-                "position_ids": row["position_ids"], "num_tokens": row["num_tokens"], "stats": None}
 
 
 def _column(values: list) -> np.ndarray:

@@ -65,7 +65,9 @@ def run_signature(stage: TrainStage, model_dir: str) -> dict:
     config = Path(model_dir, "config.json")
     model_hash = hashlib.sha1(config.read_bytes()).hexdigest()[:12] if config.is_file() else model_dir
     return {"model": stage.model, "model_config_sha1": model_hash, "num_workers": stage.num_workers,
-            "zero_stage": stage.zero_stage, "lora_rank": stage.lora.rank if stage.lora else None}
+            "zero_stage": stage.zero_stage, "lora_rank": stage.lora.rank if stage.lora else None,
+            # Only named for dpo, so SFT checkpoints written before methods existed still resume.
+            **({"method": stage.method} if stage.method != "sft" else {})}
 
 
 def existing_checkpoints(output_dir: str) -> list[str]:

@@ -68,11 +68,11 @@ def collate(batch: dict, pad_id: int):
             "num_tokens": int(sum(int(t) for t in batch["num_tokens"]))}
 
 
-def micro_batches(shard, micro_batch_size: int, pad_id: int, seed: int):
+def micro_batches(shard, micro_batch_size: int, pad_id: int, seed: int, collate_fn=collate):
     for batch in shard.iter_batches(batch_size=micro_batch_size, batch_format="numpy", drop_last=False,
                                     local_shuffle_buffer_size=max(64, 8 * micro_batch_size),
                                     local_shuffle_seed=seed):
-        yield collate(batch, pad_id)
+        yield collate_fn(batch, pad_id)
 
 
 def forward_loss(engine, batch):
@@ -82,21 +82,44 @@ def forward_loss(engine, batch):
     return out.loss
 
 
-def evaluate(engine, shard, micro_batch_size: int, pad_id: int) -> float | None:
-    """Mean loss per trained token over this eval shard, all-reduced over the ranks."""
+class SftObjective:
+    """Next-token loss on the labelled (assistant) tokens; eval weighs micro-batches by those tokens."""
+
+    metrics: tuple[str, ...] = ()
+    eval_metrics: tuple[str, ...] = ()
+    collate = staticmethod(collate)
+    last: dict = {}
+
+    def loss(self, engine, batch):
+        return forward_loss(engine, batch)
+
+    @staticmethod
+    def eval_weight(batch) -> int:
+        return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+
+def evaluate(engine, shard, micro_batch_size: int, pad_id: int, objective) -> dict:
+    """``eval_loss`` (and the objective's eval metrics) over this eval shard, all-reduced over the ranks:
+    SFT's per trained token, DPO's per pair."""
     import torch
     import torch.distributed as dist
 
     engine.eval()
-    totals = torch.zeros(2, dtype=torch.float64)
+    totals = torch.zeros(2 + len(objective.eval_metrics), dtype=torch.float64)
     with torch.no_grad():
-        for batch in micro_batches(shard, micro_batch_size, pad_id, seed=0):
-            tokens = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-            totals += torch.tensor([float(forward_loss(engine, batch)) * tokens, tokens], dtype=torch.float64)
+        for batch in micro_batches(shard, micro_batch_size, pad_id, seed=0, collate_fn=objective.collate):
+            weight = objective.eval_weight(batch)
+            loss = float(objective.loss(engine, batch))
+            totals += torch.tensor([loss * weight, weight, *(objective.last[name] * weight
+                                                             for name in objective.eval_metrics)],
+                                   dtype=torch.float64)
     engine.train()
     if dist.is_initialized():
         dist.all_reduce(totals)
-    return float(totals[0] / totals[1]) if totals[1] else None
+    if not totals[1]:
+        return {"eval_loss": None}
+    return {"eval_loss": float(totals[0] / totals[1]),
+            **{f"eval_{name}": float(value / totals[1]) for name, value in zip(objective.eval_metrics, totals[2:])}}
 
 
 def train_loop_per_worker(train_loop_config: dict) -> None:
@@ -129,6 +152,15 @@ def train_loop_per_worker(train_loop_config: dict) -> None:
     model, _keep_alive = load_model(stage, model_dir, cfg.deepspeed, cfg.precision)
     engine, *_ = deepspeed.initialize(model=model, config=cfg.deepspeed,
                                       model_parameters=[p for p in model.parameters() if p.requires_grad])
+    objective = SftObjective()
+    if stage.method == "dpo":
+        from ultrachat.training.dpo import DpoObjective
+        from ultrachat.training.model import load_reference
+
+        # The starting weights, loaded before any restored checkpoint moves the policy away from them.
+        reference, _reference_keep_alive = load_reference(stage, model_dir, cfg.deepspeed, cfg.precision,
+                                                          engine.device)
+        objective = DpoObjective(stage.dpo, reference)
     state = TrainerState()
     restored = ray.train.get_checkpoint()
     if restored:
@@ -140,41 +172,42 @@ def train_loop_per_worker(train_loop_config: dict) -> None:
     train_shard = ray.train.get_dataset_shard("train")
     eval_shard = ray.train.get_dataset_shard("eval") if cfg.has_eval else None
     device_name = torch.cuda.get_device_name() if stage.use_gpu and torch.cuda.is_available() else None
-    meter = IntervalMeter(count_parameters(engine.module), world, device_name)
+    meter = IntervalMeter(count_parameters(engine.module), world, device_name, objective.metrics)
     log = MetricsLog(cfg.output_dir if rank == 0 else None, stage.tensorboard)
     pad_id = cfg.pad_id
 
     while state.step < plan.total_steps:
         skip = state.micro_in_epoch
         for micro, batch in enumerate(micro_batches(train_shard, stage.micro_batch_size, pad_id,
-                                                    seed=stage.seed + state.epoch)):
+                                                    seed=stage.seed + state.epoch, collate_fn=objective.collate)):
             if micro < skip:
                 continue  # trained on before the restart
             last_of_epoch = micro + 1 == plan.micro_batches_per_epoch
             engine.set_gradient_accumulation_boundary((micro + 1) % accumulation == 0 or last_of_epoch)
-            loss = forward_loss(engine, batch)
+            loss = objective.loss(engine, batch)
             engine.backward(loss)
             engine.step()
-            meter.add(float(loss), batch["num_tokens"])
+            meter.add(float(loss), batch["num_tokens"], objective.last)
             state.micro_in_epoch = micro + 1
             if not ((micro + 1) % accumulation == 0 or last_of_epoch):
                 continue
             state.step += 1
             if last_of_epoch:
                 state.epoch, state.micro_in_epoch = state.epoch + 1, 0
-            _report_if_due(engine, stage, state, meter, log, eval_shard, pad_id, rank, plan.total_steps)
+            _report_if_due(engine, stage, state, meter, log, eval_shard, pad_id, rank, plan.total_steps, objective)
             if last_of_epoch or state.step >= plan.total_steps:
                 break
         else:  # the shard ended before the planned micro-batches (cannot happen with equal splits)
             raise RuntimeError(f"rank {rank}: epoch {state.epoch} ended after {state.micro_in_epoch} micro-batches, "
                                f"{plan.micro_batches_per_epoch} were planned")
 
-    info = {"steps": state.step, "epochs": state.epoch, "tokens": state.tokens, "model": stage.model,
+    info = {"method": stage.method, "steps": state.step, "epochs": state.epoch, "tokens": state.tokens,
+            "model": stage.model,
             "chat_template": cfg.chat_template_source, "prepared_data": cfg.prepared_fingerprint}
     export_model(engine, stage, model_dir, cfg.chat_template, cfg.export_dir, rank, info)
 
 
-def _report_if_due(engine, stage, state, meter, log, eval_shard, pad_id, rank, total_steps) -> None:
+def _report_if_due(engine, stage, state, meter, log, eval_shard, pad_id, rank, total_steps, objective) -> None:
     import ray.train
 
     final = state.step >= total_steps
@@ -190,7 +223,7 @@ def _report_if_due(engine, stage, state, meter, log, eval_shard, pad_id, rank, t
     metrics.update(step=state.step, epoch=state.epoch, learning_rate=engine.get_lr()[0], tokens=state.tokens,
                    grad_norm=float(grad_norm) if grad_norm is not None else float("nan"))
     if due_eval:
-        metrics["eval_loss"] = evaluate(engine, eval_shard, stage.micro_batch_size, pad_id)
+        metrics.update(evaluate(engine, eval_shard, stage.micro_batch_size, pad_id, objective))
     if rank == 0:  # the numbers are all-reduced: one rank records them for the run
         log.write(state.step, metrics)
         observability.record_training_interval(metrics)

@@ -33,30 +33,38 @@ def peak_flops(device_name: str | None) -> float | None:
 class IntervalMeter:
     """Accumulates one logging interval on one rank; ``close`` all-reduces and starts the next."""
 
-    def __init__(self, num_parameters: int, world_size: int, device_name: str | None):
+    def __init__(self, num_parameters: int, world_size: int, device_name: str | None,
+                 extra: tuple[str, ...] = ()):
+        """``extra``: names of further per-micro-batch values (e.g. DPO's rewards), averaged like the loss."""
         self.num_parameters, self.world_size = num_parameters, world_size
         self.peak = peak_flops(device_name)
+        self.extra = extra
         self._reset()
 
     def _reset(self) -> None:
         self.loss_sum, self.micro_batches, self.tokens, self.started = 0.0, 0, 0, time.perf_counter()
+        self.extra_sums = [0.0] * len(self.extra)
 
-    def add(self, loss: float, tokens: int) -> None:
+    def add(self, loss: float, tokens: int, extra: dict | None = None) -> None:
         self.loss_sum += loss
         self.micro_batches += 1
         self.tokens += tokens
+        for i, name in enumerate(self.extra):
+            self.extra_sums[i] += extra[name]
 
     def close(self, device) -> dict:
         import torch
         import torch.distributed as dist
 
-        totals = torch.tensor([self.loss_sum, self.micro_batches, self.tokens], dtype=torch.float64, device=device)
+        totals = torch.tensor([self.loss_sum, self.micro_batches, self.tokens, *self.extra_sums],
+                              dtype=torch.float64, device=device)
         if dist.is_initialized():
             dist.all_reduce(totals)
         seconds = max(time.perf_counter() - self.started, 1e-9)
-        loss_sum, micro_batches, tokens = totals.tolist()
+        loss_sum, micro_batches, tokens, *extra_sums = totals.tolist()
         metrics = {"loss": loss_sum / max(micro_batches, 1), "tokens_per_s": tokens / seconds,
                    "interval_tokens": int(tokens)}
+        metrics.update({name: value / max(micro_batches, 1) for name, value in zip(self.extra, extra_sums)})
         if self.peak:
             metrics["mfu"] = 6 * self.num_parameters * metrics["tokens_per_s"] / (self.peak * self.world_size)
         self._reset()

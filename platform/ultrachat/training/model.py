@@ -35,6 +35,42 @@ def load_model(stage: TrainStage, model_dir: str, ds_config: dict, dtype_name: s
     return model, keep_alive
 
 
+def reference_ds_config(ds_config: dict) -> dict:
+    """The policy's DeepSpeed config for a frozen model: no optimizer or schedule, parameters partitioned
+    (and offloaded) as the policy's are."""
+    config = {key: value for key, value in ds_config.items() if key not in ("optimizer", "scheduler")}
+    zero = ds_config.get("zero_optimization", {})
+    config["zero_optimization"] = {key: value for key, value in zero.items()
+                                   if key == "stage" or key.startswith("stage3_") or key == "offload_param"}
+    return config
+
+
+def load_reference(stage: TrainStage, model_dir: str, ds_config: dict, dtype_name: str, device):
+    """(reference, keep-alive handle) for method dpo: the starting weights, frozen. Under ZeRO-3 a second
+    DeepSpeed engine partitions them like the policy's (each rank holds 1/world of them); below stage 3
+    a whole copy sits on the device. With LoRA: (None, None), the base model with its adapters disabled is
+    the reference and costs no memory."""
+    import deepspeed
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.integrations import HfDeepSpeedConfig
+
+    if stage.lora is not None:
+        return None, None
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype_name]
+    config = reference_ds_config(ds_config) if stage.zero_stage == 3 else None
+    keep_alive = HfDeepSpeedConfig(config) if config else None
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    model.config.use_cache = False
+    model.requires_grad_(False)
+    model.eval()
+    if config is None:
+        return model.to(device), None
+    engine, *_ = deepspeed.initialize(model=model, config=config)
+    engine.eval()
+    return engine, keep_alive
+
+
 def _with_lora(model, stage: TrainStage):
     from peft import LoraConfig, get_peft_model
 

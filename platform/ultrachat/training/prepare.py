@@ -23,7 +23,9 @@ from ultrachat.config.training import TrainStage
 from ultrachat.errors import InputError
 from ultrachat.inputs import list_input_files, read_records
 from ultrachat.observability import dataset_name, named
-from ultrachat.training.builder import KIND_EVAL, KIND_STATS, KIND_TRAIN, ExampleBuilder, record_row
+from ultrachat.training.builder import (KIND_EVAL, KIND_STATS, KIND_TRAIN, SFT_LAYOUT_AT, ExampleBuilder,
+                                        record_row)
+from ultrachat.training.preference_pairs import SFT_LAYOUT
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +70,8 @@ def fingerprint(stage: TrainStage, files: list[str], model_dir: str, chat_templa
     key = {"version": _VERSION, "files": described, "template": chat_template, "model": model_dir,
            "tokenizer": [hashlib.sha1(p.read_bytes()).hexdigest() for p in tokenizer_files],
            "data": stage.data.model_dump(exclude={"paths"}), "max_seq_len": stage.max_seq_len,
-           "packing": stage.packing}
+           "packing": stage.packing, "method": stage.method,
+           "dpo": stage.dpo.max_prompt_length if stage.method == "dpo" else None}
     return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -106,7 +109,8 @@ def _build(stage, files, fp, root, model_dir, chat_template, builders) -> Prepar
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, builders)),
         fn_constructor_kwargs=dict(model_dir=model_dir, chat_template=chat_template,
                                    max_seq_len=stage.max_seq_len, packing=stage.packing,
-                                   eval_fraction=stage.data.eval_fraction, data_format=stage.data.format))
+                                   eval_fraction=stage.data.eval_fraction, data_format=stage.data.format,
+                                   method=stage.method, max_prompt_length=stage.dpo.max_prompt_length))
     # The train job passes its TrainConfig, which carries run_name: the Ray Data view shows
     # ultrachat-train-<run_name>-prepare with its MapBatches(ExampleBuilder) operator.
     named(rows, dataset_name("train", getattr(stage, "run_name", None), "prepare")).write_parquet(
@@ -130,9 +134,31 @@ def _sum_stats(root: str) -> Counter:
     return Counter(dict(sorted(total.items())))
 
 
+def _check_pairs(stage: TrainStage, counts: Counter) -> None:
+    """method dpo: SFT-layout records are a wrong input, not a skip; truncation is news."""
+    sft_layout = counts[f"skipped_{SFT_LAYOUT}"]
+    if sft_layout:
+        where = sorted(k.split("@", 1)[1] for k in counts if k.startswith(SFT_LAYOUT_AT))
+        raise InputError(f"data.paths: method is dpo, but {sft_layout} of {counts['records']} records have no "
+                         f"'chosen' and 'rejected' (first at {where[0] if where else '?'}): that is SFT data. Fix: "
+                         f"give preference pairs (the preferences job's output, or the ultrafeedback_binarized "
+                         f"layout: prompt, chosen, rejected), or set method: sft")
+    for key, what in (("prompt_truncated", f"prompts kept their last dpo.max_prompt_length "
+                                           f"({stage.dpo.max_prompt_length}) tokens"),
+                      ("answer_truncated", f"pairs had an answer cut to fit max_seq_len ({stage.max_seq_len})")):
+        if counts[key]:
+            logger.warning("%d %s", counts[key], what)
+
+
 def _check_trainable(stage: TrainStage, prepared: PreparedData, num_files: int) -> None:
     counts = prepared.counts
     skipped = {k: v for k, v in counts.items() if k.startswith("skipped_") and v}
+    if stage.method == "dpo":
+        _check_pairs(stage, counts)
+    if prepared.train_rows == 0 and stage.method == "dpo":
+        raise InputError(f"data.paths: no trainable preference pair in {counts['records']} records ({skipped}). "
+                         f"Fix: give records with prompt, chosen and rejected (texts, or messages lists that "
+                         f"share every turn but the last), with different chosen and rejected answers")
     if prepared.train_rows == 0:
         if not counts["records"]:
             raise InputError(f"data.paths: the {num_files} data file(s) hold no records. Fix: point data.paths "

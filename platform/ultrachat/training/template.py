@@ -3,13 +3,13 @@
 Assistant-only loss needs the template to mark assistant content with ``{% generation %}``. ``auto``
 takes the model's own template when it does, else the UltraChat format (the paper's, for base models
 without one); ``model`` insists on the model's and says what is missing; ``ultrachat`` always uses
-the UltraChat format. The chosen template is saved with the export, so serving renders the same.
+the UltraChat format, ``zephyr`` the Zephyr recipe's. The chosen template is saved with the export, so serving renders the same.
 """
 
 from __future__ import annotations
 
 from ultrachat.errors import InputError
-from ultrachat.models.chat_template import ULTRACHAT_CHAT_TEMPLATE
+from ultrachat.models.chat_template import ULTRACHAT_CHAT_TEMPLATE, ZEPHYR_CHAT_TEMPLATE
 
 
 def has_generation_markers(template: str | None) -> bool:
@@ -21,6 +21,8 @@ def resolve_chat_template(tokenizer, mode: str, model_ref: str) -> tuple[str, st
     own = getattr(tokenizer, "chat_template", None)
     if mode == "ultrachat":
         return ULTRACHAT_CHAT_TEMPLATE, "ultrachat"
+    if mode == "zephyr":
+        return ZEPHYR_CHAT_TEMPLATE, "zephyr"
     if has_generation_markers(own):
         return own, "model"
     if mode == "model":
