@@ -221,10 +221,12 @@ def test_feelings_disclaimer_in_the_first_round_drops_and_off_keeps():
 # --- truecase (ultrachat_200k) ------------------------------------------------------------------
 
 def test_truecase_rewrites_what_is_kept_and_records_it():
-    messages = dialogue(("hello. how are you? i wonder.", "i am fine. thanks for asking! see `foo.bar()` e.g. here."))
+    messages = dialogue(("hello. how are you? i wonder.", "i am fine. thanks for asking! see `foo.bar()` e.g. here."),
+                        ("ok. and you?", "all good. i think so."))
     outcome = run(messages)
     assert [m["content"] for m in outcome.messages] == [
-        "Hello. How are you? I wonder.", "I am fine. Thanks for asking! See `foo.bar()` e.g. here."]
+        "hello. how are you? i wonder.",  # the opening line is input: kept as given
+        "I am fine. Thanks for asking! See `foo.bar()` e.g. here.", "Ok. And you?", "All good. I think so."]
     assert outcome.reasons == ["rewritten:truecase"] and outcome.kept
     assert run(messages, truecase=False).messages == messages
 

@@ -108,6 +108,8 @@ def test_dpo_config_problems_are_reported_together():
         TrainStage.model_validate(stage(method="dpo", packing=True, max_seq_len=256, dpo={"max_prompt_length": 256}))
     assert "packing does not apply to method dpo" in str(err.value)
     assert "dpo.max_prompt_length (256) leaves no room" in str(err.value)
-    with pytest.raises(ValueError, match="a dpo section is set but method is sft"):
+    with pytest.raises(ValueError, match="dpo settings are given but method is sft"):
         TrainStage.model_validate(stage(dpo={"beta": 0.01}))
     assert TrainStage.model_validate(stage(method="dpo", dpo={"beta": 0.01, "loss": "ipo"})).dpo.beta == 0.01
+    sft = TrainStage.model_validate(stage())
+    assert TrainStage.model_validate(sft.model_dump()).method == "sft"  # a dump carries the dpo defaults

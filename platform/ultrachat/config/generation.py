@@ -49,8 +49,9 @@ class Filters(Section):
     empty_turn: bool = True
     length_cut: bool = True
     repetition: bool = True
-    # ultrachat_200k's cleanups. truecase: capitalize sentence starts and the pronoun "i" (recorded as
-    # rewritten:truecase). feelings_disclaimer: an assistant turn claiming to have no emotions or opinions
+    # ultrachat_200k's cleanups. truecase: capitalize sentence starts and the pronoun "i" in generated
+    # turns (recorded as rewritten:truecase). feelings_disclaimer: an assistant turn claiming to have no
+    # emotions or opinions
     # ("I don't have personal opinions"): trim = cut the dialogue before that round (earlier rounds stay),
     # drop = drop the dialogue (ultrachat_200k's rule), off = keep it.
     truecase: bool = True

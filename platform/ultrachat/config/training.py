@@ -125,8 +125,8 @@ class TrainStage(Section):
                 problems.append(f"dpo.max_prompt_length ({self.dpo.max_prompt_length}) leaves no room for the answers "
                                 f"in max_seq_len ({self.max_seq_len}); fix: lower dpo.max_prompt_length or raise "
                                 f"max_seq_len")
-        elif "dpo" in self.model_fields_set:
-            problems.append("a dpo section is set but method is sft; fix: set method: dpo, or remove dpo")
+        elif self.dpo != Dpo():  # compared with the defaults: configs re-validated from a dump carry them all
+            problems.append("dpo settings are given but method is sft; fix: set method: dpo, or remove dpo")
         if problems:
             raise ValueError("; ".join(problems))
         return self

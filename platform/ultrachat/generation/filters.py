@@ -9,7 +9,7 @@ being an AI, empty or max_tokens-cut turns, degenerate repetition.
 Order: empty_turn (drop), then the trims (unanswered_turn, feelings_disclaimer when "trim",
 user_role_slip, polite_closing, length_cut), then the drops that look at what survived (repetition,
 feelings_disclaimer when "drop", assistant_disclaimer), so content a trim removes never drops a
-dialogue; last, truecase rewrites what is kept. A trimmed dialogue always ends with an assistant turn and keeps at least one full
+dialogue; last, truecase rewrites the generated turns that are kept (the opening line is input). A trimmed dialogue always ends with an assistant turn and keeps at least one full
 round, otherwise it is dropped with the reason of the filter that emptied it.
 
 Reasons: "empty_turn", "feelings_disclaimer", "user_role_slip", "polite_closing", "length_cut",
@@ -156,8 +156,8 @@ class DialogueFilter:
         if cfg.assistant_disclaimer and any(_matches(self.disclaimer, text) for text in answers):
             return _drop(turns, reasons, "assistant_disclaimer")
         messages = [m for m, _ in turns]
-        if cfg.truecase:  # last, on what is kept: a rewrite is only recorded where it stays
-            cased = [{**m, "content": truecase(m["content"])} for m in messages]
+        if cfg.truecase:  # last, on what is kept; the opening line is input, kept as given
+            cased = messages[:1] + [{**m, "content": truecase(m["content"])} for m in messages[1:]]
             if cased != messages:
                 messages = cased
                 reasons.append("rewritten:truecase")
