@@ -29,23 +29,12 @@ METRICS = ("rewards_chosen", "rewards_rejected", "reward_accuracy", "reward_marg
 
 
 def collate_pairs(batch: dict, pad_id: int) -> dict:
-    """B pairs -> 2B rows (chosen first), right-padded; padding positions restart at 0 (as in SFT)."""
-    import torch
+    """B pairs -> 2B rows (chosen first), right-padded as SFT's micro-batches are (training/loop.py)."""
+    from ultrachat.training.loop import collate
 
     ids = list(batch["chosen_input_ids"]) + list(batch["rejected_input_ids"])
-    labels = list(batch["chosen_labels"]) + list(batch["rejected_labels"])
-    width = max(len(row) for row in ids)
-    ids_out = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    labels_out = torch.full((len(ids), width), IGNORE_INDEX, dtype=torch.long)
-    positions = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, (row_ids, row_labels) in enumerate(zip(ids, labels)):
-        n = len(row_ids)
-        ids_out[i, :n] = torch.as_tensor(row_ids)
-        labels_out[i, :n] = torch.as_tensor(row_labels)
-        positions[i, :n] = torch.arange(n)
-        positions[i, n:] = torch.arange(width - n)
-    return {"input_ids": ids_out, "labels": labels_out, "position_ids": positions,
-            "num_tokens": int(sum(int(t) for t in batch["num_tokens"]))}
+    return collate({"input_ids": ids, "labels": list(batch["chosen_labels"]) + list(batch["rejected_labels"]),
+                    "position_ids": [range(len(row)) for row in ids], "num_tokens": batch["num_tokens"]}, pad_id)
 
 
 def sequence_logps(logits, labels):
