@@ -49,7 +49,7 @@ def test_step_zero_is_ln2_with_zero_rewards(ray_head, small_model_dir, tmp_path,
 def test_dpo_learns_a_preference_rule_and_exports(ray_head, small_model_dir, tmp_path):
     """ZeRO-2 with a whole frozen copy as reference; eval pairs are held out by the split."""
     data = write_preferences(tmp_path / "prefs.jsonl", count=96)
-    config = dpo_config(tmp_path, data, eval_fraction=0.2, epochs=3, learning_rate=2e-4, log_every_steps=4)
+    config = dpo_config(tmp_path, data, eval_fraction=0.2, epochs=1, learning_rate=3e-4, log_every_steps=5)
     code, summary, stderr = run_train(config, env_extra={"RAY_ADDRESS": ray_head["address"]})
     assert code == 0, stderr[-6000:]
     out = tmp_path / "out"
