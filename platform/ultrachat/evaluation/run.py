@@ -14,16 +14,14 @@ import logging
 
 from ultrachat import storage
 from ultrachat.config.evaluation import JUDGE, EvaluateStage
-from ultrachat.errors import PartialFailure
 from ultrachat.evaluation.calls import answer_calls, judgment_calls
 from ultrachat.evaluation.prompts import load_prompts
 from ultrachat.evaluation.results import build_results
 from ultrachat.llm.openai_backend import estimate_prompt_tokens
 from ultrachat.observability import dataset_name, run_label
 from ultrachat.secret_env import driver_keys
-from ultrachat.stages.call_waves import CALL_SCHEMA, cached_calls, run_wave
+from ultrachat.stages.call_waves import CALL_SCHEMA, cached_calls, check_waves, run_wave
 from ultrachat.stages.pool import PoolStage
-from ultrachat.stages.progress import too_many_failed
 
 logger = logging.getLogger(__name__)
 
@@ -57,19 +55,8 @@ def run_evaluate(config) -> dict:
     results["calls"] = calls
     paths = write_outputs(config, results)
     counts = {**paths, "prompts": len(prompts), "calls": calls, "headline": _headline(results)}
-    failed = sum(c["failed"] for c in calls.values())
-    problem = next((s for s in stopped if s), None)
-    # Judged per wave: a judge that fails every call is a failed run, whatever the answers did.
-    if problem or any(too_many_failed(c["failed"], c["planned"] - c["missing"], config.failures, complete=True)
-                      for c in calls.values()):
-        raise PartialFailure(
-            f"evaluate: {failed} calls failed ({problem or 'more than failures.max_failed_fraction allows'}); the "
-            f"report {paths['report']} covers what finished. Fix the endpoint named in the errors (results.json: "
-            f"candidates.*.error_examples, judge.error_examples) and re-run: only the failed calls are made again",
-            counts)
-    if failed:
-        logger.warning("evaluate: %d calls failed (within failures.max_failed_fraction); the report counts them "
-                       "and a re-run retries them", failed)
+    check_waves("evaluate", calls, stopped, config.failures, counts, f"the report {paths['report']} covers what "
+                "finished", "results.json: candidates.*.error_examples, judge.error_examples")
     return counts
 
 

@@ -11,9 +11,6 @@ import random
 
 from ultrachat.preferences.ratings import mean_rating
 
-PAIR_COLUMNS = ("prompt", "prompt_id", "chosen", "rejected", "messages", "score_chosen", "score_rejected",
-                "chosen_model", "rejected_model", "chosen_principle", "rejected_principle")
-
 
 def binarize(prompt, completions: list[dict], seed: int) -> tuple[dict | None, str]:
     """``completions``: dicts with ``text``, ``ratings`` (dict or None), ``model``, ``principle``, in

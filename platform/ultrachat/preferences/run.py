@@ -22,7 +22,6 @@ import pyarrow as pa
 
 from ultrachat import storage
 from ultrachat.config.preferences import JUDGE, PreferencesStage
-from ultrachat.errors import PartialFailure
 from ultrachat.models.source import resolve_model
 from ultrachat.observability import dataset_name, run_label
 from ultrachat.preferences.binarize import binarize
@@ -31,9 +30,8 @@ from ultrachat.preferences.prompts import load_prompts
 from ultrachat.preferences.ratings import mean_rating
 from ultrachat.secret_env import driver_keys
 from ultrachat.shards import write_atomic
-from ultrachat.stages.call_waves import CALL_SCHEMA, cached_calls, run_wave
+from ultrachat.stages.call_waves import CALL_SCHEMA, cached_calls, check_waves, run_wave
 from ultrachat.stages.pool import PoolStage
-from ultrachat.stages.progress import too_many_failed
 
 logger = logging.getLogger(__name__)
 
@@ -78,18 +76,8 @@ def run_preferences(config) -> dict:
     pairs, records, outcomes = _assemble(config, prompts, slots, completions, rating_keys, ratings)
     paths = _write(config, pairs, records)
     counts = {**paths, **prompt_counts, "calls": calls, "pairs": len(pairs), "binarize": dict(outcomes)}
-    failed = sum(c["failed"] for c in calls.values())
-    problem = next((s for s in stopped if s), None)
-    if problem or any(too_many_failed(c["failed"], c["planned"] - c["missing"], config.failures, complete=True)
-                      for c in calls.values()):
-        raise PartialFailure(
-            f"preferences: {failed} calls failed ({problem or 'more than failures.max_failed_fraction allows'}); "
-            f"{paths['pairs']} holds the pairs of what finished. Fix the endpoint named in the errors "
-            f"({paths['completions']}: status and rating_status) and re-run: only the failed calls are made again",
-            counts)
-    if failed:
-        logger.warning("preferences: %d calls failed (within failures.max_failed_fraction); a re-run retries them",
-                       failed)
+    check_waves("preferences", calls, stopped, config.failures, counts,
+                f"{paths['pairs']} holds the pairs of what finished", f"{paths['completions']}: status and rating_status")
     if not pairs:
         logger.warning("preferences: no pair came out of %d prompts (%s)", len(prompts), dict(outcomes))
     return counts

@@ -16,6 +16,7 @@ import pyarrow as pa
 from ultrachat.errors import PartialFailure
 from ultrachat.shards import ShardSink, drop_superseded_failures, read_column
 from ultrachat.stages.pool import PoolStage, run_pool_stage
+from ultrachat.stages.progress import too_many_failed
 
 logger = logging.getLogger(__name__)
 
@@ -68,3 +69,22 @@ def run_wave(stage: PoolStage, wave: str, rows: list[dict], cached: dict, direct
                    "ok": statuses.count("ok"), "unparseable": statuses.count("unparseable"),
                    "failed": sum(s.startswith("failed") for s in statuses), "missing": len(keys) - len(statuses)}
     return stopped
+
+
+def check_waves(job: str, calls: dict, stopped: list[str | None], failures, counts: dict, finished: str,
+                fix: str) -> None:
+    """After a job's waves: raise PartialFailure (exit 3, with ``counts``) when a wave stopped early or
+    failed beyond ``failures`` (judged per wave: a judge that fails every call fails the run, whatever
+    the other wave did); else warn about failures within the policy. ``finished`` says where the
+    finished work is, ``fix`` where the errors are named."""
+    failed = sum(c["failed"] for c in calls.values())
+    problem = next((s for s in stopped if s), None)
+    if problem or any(too_many_failed(c["failed"], c["planned"] - c["missing"], failures, complete=True)
+                      for c in calls.values()):
+        raise PartialFailure(
+            f"{job}: {failed} calls failed ({problem or 'more than failures.max_failed_fraction allows'}); "
+            f"{finished}. Fix the endpoint named in the errors ({fix}) and re-run: only the failed calls are "
+            f"made again", counts)
+    if failed:
+        logger.warning("%s: %d calls failed (within failures.max_failed_fraction); a re-run retries them", job,
+                       failed)
