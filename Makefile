@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export VLLM_NO_USAGE_STATS := 1
 
-.PHONY: setup demo test test-unit test-integration clean
+.PHONY: setup demo demo-dpo test test-unit test-integration clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,9 @@ $(STAMP): pyproject.toml
 # Output: outputs/pipeline-local/{generate,stats,train,serve,evaluate}/; a re-run skips what is done.
 demo: setup
 	$(VENV)/bin/ultrachat pipeline --config configs/pipeline/local.yaml
+
+demo-dpo: setup
+	$(VENV)/bin/ultrachat pipeline --config configs/pipeline/local-dpo.yaml
 
 test: setup
 	$(PY) -m pytest tests/unit tests/integration

@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from ultrachat import storage
 from ultrachat.compaction import read_records
 from ultrachat.config.pipeline import STAGES, PipelineServe
-from ultrachat.config.schema import (EvaluateConfig, GenerateConfig, PipelineConfig, ServeConfig, StatsConfig,
-                                     TrainConfig)
+from ultrachat.config.schema import (EvaluateConfig, GenerateConfig, PipelineConfig, PreferencesConfig, ServeConfig,
+                                     StatsConfig, TrainConfig)
 from ultrachat.generate import run_generate
 from ultrachat.generation.records import DIALOGUE_SCHEMA
 from ultrachat.generation.run import DIALOGUES_DIR
 from ultrachat.job import RESOLVED_CONFIG_NAME, save_resolved
+from ultrachat.preferences.run import PAIRS_DIR
 from ultrachat.training.export import EXPORT_DIR
 from ultrachat.training.run import run_train
 
@@ -39,20 +40,16 @@ def stage_dir(config: PipelineConfig, stage: str) -> str:
 
 def stage_configs(config: PipelineConfig) -> dict:
     """Each stage's own job config, with the links between stages filled in."""
-    run = config.run_name or "pipeline"
-
     def job_keys(stage: str) -> dict:
-        return {"output_dir": stage_dir(config, stage), "run_name": f"{run}-{stage}",
-                **config.model_dump(include=set(_JOB_KEYS))}
+        return _job_keys(config, stage)
 
     dialogues = storage.join(stage_dir(config, "generate"), DIALOGUES_DIR)
-    # Absolute: the serve replicas do not share this process's working dir (and it may not exist yet).
-    export = _absolute(storage.join(stage_dir(config, "train"), EXPORT_DIR))
+    exports = training_exports(config)
     train = config.train.model_dump()
     train["data"]["paths"] = train["data"]["paths"] or [dialogues]
     serve = config.serve.model_dump(exclude={"chat", "keep_serving"})
     for model in serve["models"]:
-        model["source"] = model["source"] or export
+        model["source"] = exports.get(model["source"] or "last", model["source"])
     # A pipeline that keeps serving on a cluster hands the app over like `serve deploy` does.
     serve["detach"] = config.serve.detach and config.serve.keep_serving
     configs = {
@@ -65,10 +62,40 @@ def stage_configs(config: PipelineConfig) -> dict:
         stats["input"]["path"] = stats["input"]["path"] or dialogues
         stats["tokenizer"] = config.stats_tokenizer()
         configs["stats"] = StatsConfig.model_validate({**job_keys("stats"), **stats})
+    if "preferences" in config.stages:
+        preferences = config.preferences.model_dump()
+        preferences["prompts"]["paths"] = preferences["prompts"]["paths"] or [dialogues]
+        configs["preferences"] = PreferencesConfig.model_validate({**job_keys("preferences"), **preferences})
+    if "dpo" in config.stages:
+        # The train stage's export does not exist before that stage runs; its base model (same tokenizer
+        # and architecture) stands in to validate now, and dpo_config swaps the export in at run time.
+        configs["dpo"] = dpo_config(config, job_keys("dpo"), model=config.train.model)
     if "evaluate" in config.stages:
         configs["evaluate"] = EvaluateConfig.model_validate(
             {**job_keys("evaluate"), **evaluation_endpoints(config.evaluate.model_dump(), config, served_url(configs["serve"]))})
     return {stage: configs[stage] for stage in STAGES if stage in configs}
+
+
+def _job_keys(config: PipelineConfig, stage: str) -> dict:
+    """What a stage's job config takes from the pipeline's: its own output dir and run name, logging, Ray."""
+    return {"output_dir": stage_dir(config, stage), "run_name": f"{config.run_name or 'pipeline'}-{stage}",
+            **config.model_dump(include=set(_JOB_KEYS))}
+
+
+def training_exports(config: PipelineConfig) -> dict[str, str]:
+    """The serve sources that name a training stage's export ("last": the default, dpo's when it runs).
+    Absolute: the serve replicas do not share this process's working dir (and it may not exist yet)."""
+    exports = {f"stage:{stage}": _absolute(storage.join(stage_dir(config, stage), EXPORT_DIR)) for stage in ("train", "dpo")}
+    return {**exports, "last": exports["stage:dpo" if "dpo" in config.stages else "stage:train"]}
+
+
+def dpo_config(config: PipelineConfig, keys: dict, model: str | None = None) -> TrainConfig:
+    """The dpo stage's train job: on the preferences stage's pairs, from the train stage's export (or
+    ``model``, before that export exists)."""
+    dpo = config.dpo.model_dump()
+    dpo["model"] = dpo["model"] or model or training_exports(config)["stage:train"]
+    dpo["data"]["paths"] = dpo["data"]["paths"] or [storage.join(stage_dir(config, "preferences"), PAIRS_DIR)]
+    return TrainConfig.model_validate({**keys, **dpo})
 
 
 # The variable that carries one of serve.auth's keys to the evaluate stage's endpoints.
@@ -114,6 +141,8 @@ def run_pipeline(config: PipelineConfig) -> dict:
             if stage == "evaluate":  # the app's real address, known now that it serves
                 stage_config = _served_evaluation(stage_config, config, configs["serve"],
                                                   results["serve"].counts["base_url"])
+            if stage == "dpo" and config.dpo.model is None:  # the SFT export, there now
+                stage_config = dpo_config(config, _job_keys(config, "dpo"))
             logger.info("stage %d/%d: %s -> %s", number, len(config.stages), stage, stage_config.output_dir)
             save_resolved(stage_config, stage, "the pipeline config")
             stage_started = time.monotonic()
@@ -146,6 +175,15 @@ def _generate(config: GenerateConfig, _pipeline: PipelineConfig) -> StageResult:
     return StageResult(counts, skipped, artifacts)
 
 
+def _preferences(config: PreferencesConfig, _pipeline: PipelineConfig) -> StageResult:
+    from ultrachat.preferences.run import run_preferences
+
+    counts = run_preferences(config)
+    skipped = not any(wave["made_now"] for wave in counts["calls"].values())
+    return StageResult(counts, skipped, {"preference_pairs": counts["pairs_file"],
+                                         "rated_completions": counts["completions_file"]})
+
+
 def _stats(config: StatsConfig, _pipeline: PipelineConfig) -> StageResult:
     from ultrachat.stats.run import run_stats
 
@@ -159,6 +197,12 @@ def _train(config: TrainConfig, _pipeline: PipelineConfig) -> StageResult:
                  "checkpoints": storage.join(config.output_dir, "checkpoints"),
                  "train_metrics": storage.join(config.output_dir, "metrics.jsonl"), "model": counts["export_dir"]}
     return StageResult(counts, "already_exported" in counts, artifacts)
+
+
+def _dpo(config: TrainConfig, pipeline: PipelineConfig) -> StageResult:
+    result = _train(config, pipeline)
+    result.artifacts = {f"dpo_{name}": path for name, path in result.artifacts.items()}
+    return result
 
 
 def _serve(config: ServeConfig, pipeline: PipelineConfig) -> StageResult:
@@ -241,7 +285,8 @@ def _absolute(path: str) -> str:
     return path if storage.is_uri(path) else os.path.abspath(path)
 
 
-_RUNNERS = {"generate": _generate, "stats": _stats, "train": _train, "serve": _serve, "evaluate": _evaluate}
+_RUNNERS = {"generate": _generate, "stats": _stats, "train": _train, "preferences": _preferences, "dpo": _dpo,
+            "serve": _serve, "evaluate": _evaluate}
 
 
 def _example_dialogue(dialogues_dir: str, width: int = 240) -> list[str]:
@@ -259,6 +304,10 @@ def _example_dialogue(dialogues_dir: str, width: int = 240) -> list[str]:
     return lines
 
 
+_REPORTED_METRICS = ("step", "loss", "eval_loss", "reward_accuracy", "reward_margin", "eval_reward_accuracy",
+                     "eval_reward_margin")
+
+
 def _report(artifacts: dict, results: dict[str, StageResult]) -> str:
     lines = [f"  {name + ':':18} {value}" for name, value in artifacts.items()
              if value and name != "resolved_configs"]
@@ -273,6 +322,15 @@ def _report(artifacts: dict, results: dict[str, StageResult]) -> str:
         lines.append(f"  {'data quality:':18} avg turns {head['avg_turns']}, avg utterance tokens "
                      f"{head['avg_utterance_tokens']}, MTLD {head['mtld']}, topic similarity {head['topic_similarity']}"
                      f" (the paper's table beside it: {results['stats'].counts['report']})")
+    if "preferences" in results:
+        counts = results["preferences"].counts
+        lines.append(f"  {'preference pairs:':18} {counts['pairs']} from {counts['prompts']} prompts "
+                     f"(binarized: {counts['binarize']}; ratings {counts['calls']['ratings']})")
+    for stage in ("train", "dpo"):
+        final = results[stage].counts.get("final_metrics") if stage in results else None
+        if final:
+            shown = ", ".join(f"{key} {final[key]:.4g}" for key in _REPORTED_METRICS if final.get(key) is not None)
+            lines.append(f"  {stage + ' at the end:':18} {shown}")
     if "serve" in results:
         serve = results["serve"].counts
         state = "stopped" if serve["stopped"] else "still serving"

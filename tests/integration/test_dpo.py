@@ -1,6 +1,6 @@
-"""method: dpo end to end on the session's Ray head: real DeepSpeed (ZeRO-2, ZeRO-3 with a partitioned
-reference engine, LoRA with the adapters disabled as reference), the step-0 identity (loss ln 2,
-rewards 0), learning a simple preference rule to a held-out reward accuracy >= 0.9, the export, and
+"""method: dpo end to end on the session's Ray head: real DeepSpeed (ZeRO-2 with precomputed reference
+log-probs, also across a resume; ZeRO-2 with a frozen copy; ZeRO-3 with a partitioned reference engine;
+LoRA with the adapters disabled as reference), the step-0 identity (loss ln 2, rewards 0), learning a simple preference rule to a held-out reward accuracy >= 0.9, the export, and
 SFT data refused with an error that names the file and line."""
 
 import json
@@ -27,11 +27,15 @@ def step_zero(out):
     return first
 
 
+PRECOMPUTED = {"beta": 0.1, "max_prompt_length": 128, "reference": "precomputed"}
+
+
 @pytest.mark.parametrize("setting", [
+    {"zero_stage": 2, "dpo": PRECOMPUTED},
     {"zero_stage": 3},
     {"zero_stage": 2, "lora": {"rank": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
      "learning_rate": 5e-3},
-], ids=["zero3-partitioned-reference", "lora-adapters-off-reference"])
+], ids=["zero2-precomputed-reference", "zero3-partitioned-reference", "lora-adapters-off-reference"])
 def test_step_zero_is_ln2_with_zero_rewards(ray_head, small_model_dir, tmp_path, setting):
     data = write_preferences(tmp_path / "prefs.jsonl", count=40)
     config = dpo_config(tmp_path, data, epochs=1, **setting)
@@ -44,6 +48,18 @@ def test_step_zero_is_ln2_with_zero_rewards(ray_head, small_model_dir, tmp_path,
     # DeepSpeed's warmup-cosine schedule starts at lr 0; by the last step the policy has moved away
     # from the reference, which stayed put (rewards are log-ratios to it).
     assert steps[5]["loss"] != pytest.approx(LN2, abs=1e-4) and steps[5]["reward_margin"] != 0
+    if setting.get("dpo") != PRECOMPUTED:
+        return
+    # The table of all 40 pairs rides in the checkpoint. Resumed for a second epoch, the run reads it:
+    # recomputed from the moved policy, step 6 would again be ln 2 with zero rewards (trl#1962's symptom).
+    table = json.loads((out / "checkpoints" / "step_0000005" / "reference_logps.json").read_text())
+    assert len(table) == 40
+    code, summary, stderr = run_train(config, "epochs=2", env_extra={"RAY_ADDRESS": ray_head["address"]})
+    assert code == 0, stderr[-6000:]
+    assert summary["counts"]["resumed_from"] == "step_0000005"
+    resumed = metrics_by_step(out)
+    assert max(resumed) == 10 and resumed[6]["loss"] != pytest.approx(LN2, abs=1e-4)
+    assert resumed[6]["reward_margin"] != pytest.approx(0.0, abs=1e-6)
 
 
 def test_dpo_learns_a_preference_rule_and_exports(ray_head, small_model_dir, tmp_path):

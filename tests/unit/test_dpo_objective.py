@@ -141,3 +141,34 @@ def test_lora_reference_is_the_base_with_adapters_disabled(tiny_model_dir, token
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     base_c, base_r, _, _ = pair_logps(base, batch)
     assert torch.allclose(ref_c, base_c, atol=1e-5) and torch.allclose(ref_r, base_r, atol=1e-5)
+
+
+def test_precomputed_reference_table_stands_in_for_the_frozen_copy(model, tokenizer, tmp_path):
+    from ultrachat.training.reference_table import ReferenceTable
+
+    rows = pairs(tokenizer, n=5)
+    reference = copy.deepcopy(model)
+    table = ReferenceTable.compute(model, [[batch_of(rows[:2]), batch_of(rows[2:4])], [batch_of(rows[4:])]],
+                                   pair_logps)
+    model.eval()
+    assert len(table) == 5
+    ReferenceTable(dict(table.entries)).save(str(tmp_path))
+    objective = DpoObjective(Dpo(beta=0.1), reference=None)
+    objective.table = ReferenceTable.load(str(tmp_path))
+    mixed = batch_of([rows[4], rows[0], rows[3]])  # other batches, other positions: looked up by content
+    assert float(objective.loss(model, mixed)) == pytest.approx(LN2, abs=1e-6)
+    assert objective.last["reward_margin"] == pytest.approx(0, abs=1e-7)
+    try:
+        with torch.no_grad():  # the policy moves; the table must keep giving the starting weights' numbers
+            for p in model.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+        frozen = DpoObjective(Dpo(beta=0.1), reference=reference)
+        assert float(objective.loss(model, mixed)) == pytest.approx(float(frozen.loss(model, mixed)), abs=1e-6)
+        assert float(objective.loss(model, mixed)) != pytest.approx(LN2, abs=1e-4)
+    finally:
+        model.load_state_dict(reference.state_dict())
+    other = pairs(tokenizer, n=6)[5]
+    with pytest.raises(RuntimeError, match="no precomputed reference log-probs"):
+        objective.loss(model, batch_of([rows[0], other]))
+    with pytest.raises(RuntimeError, match="has no reference_logps.json"):
+        ReferenceTable.load(str(tmp_path / "empty"))

@@ -1,6 +1,7 @@
 """The pipeline config: one file drives all stages, and the stages are wired to each other's outputs."""
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -65,9 +66,9 @@ def test_stages_run_in_pipeline_order_and_need_what_they_link_to():
     assert load("stages=[serve]", "serve.models.0.source=tiny:small").stages == ["serve"]
     with pytest.raises(ConfigError, match="listed twice"):
         load("stages=[train,train]")
-    with pytest.raises(ConfigError, match="train stage's export, but train is not in stages"):
+    with pytest.raises(ConfigError, match="training stage.s export, but neither train nor dpo is in stages"):
         load("stages=[generate,serve]")
-    with pytest.raises(ConfigError, match="'generate', 'stats', 'train', 'serve' or 'evaluate' \\(got 'serv'\\)"):
+    with pytest.raises(ConfigError, match="'generate', 'stats', 'train', 'preferences', 'dpo', 'serve' or 'evaluate' \\(got 'serv'\\)"):
         load("stages=[generate,serv]")
     assert "stats" not in stage_configs(load("stages=[generate,train]"))
 
@@ -103,3 +104,46 @@ def test_evaluate_stage_needs_its_section_and_served_model_names():
     config = load("stages=[evaluate]", "evaluate.candidates.0.chat.base_url=http://127.0.0.1:9/v1",
                   "evaluate.candidates.1.chat.base_url=http://127.0.0.1:9/v1", "evaluate.judge.chat.base_url=http://127.0.0.1:9/v1")
     assert stage_configs(config)["evaluate"].judge.chat.base_url == "http://127.0.0.1:9/v1"
+
+
+LOCAL_DPO = REPO / "configs" / "pipeline" / "local-dpo.yaml"
+
+
+def test_dpo_pipeline_tunes_the_sft_export_on_the_preference_pairs_and_serves_both(tmp_path):
+    from ultrachat.config.schema import PreferencesConfig
+    from ultrachat.pipeline import dpo_config
+
+    config = load_config("pipeline", LOCAL_DPO, [f"output_dir={tmp_path}/run", "run_name=d"])
+    configs = stage_configs(config)
+    assert list(configs) == ["generate", "train", "preferences", "dpo", "serve", "evaluate"]
+    preferences, dpo = configs["preferences"], configs["dpo"]
+    assert isinstance(preferences, PreferencesConfig) and isinstance(dpo, TrainConfig)
+    # Prompts: the generated dialogues' openings; DPO: those pairs, from the SFT export (swapped in at run
+    # time, once it exists; the SFT stage's base stands in for the upfront validation).
+    assert preferences.prompts.paths == [f"{tmp_path}/run/generate/dialogues"] and preferences.prompts.cut == "first"
+    assert dpo.method == "dpo" and dpo.data.paths == [f"{tmp_path}/run/preferences/pairs"]
+    assert dpo.model == config.train.model and dpo.output_dir == f"{tmp_path}/run/dpo"
+    (tmp_path / "run" / "train" / "export").mkdir(parents=True)
+    (tmp_path / "run" / "train" / "export" / "config.json").write_text("{}")
+    assert dpo_config(config, {"output_dir": "x"}).model == f"{tmp_path}/run/train/export"
+    # Served: the last training stage's export by default, the SFT export by name; DPO judged against SFT.
+    assert [m.source for m in configs["serve"].models] == [f"{tmp_path}/run/dpo/export",
+                                                           f"{tmp_path}/run/train/export"]
+    assert configs["evaluate"].pairs() == [("dpo", "sft")]
+
+
+def test_dpo_pipeline_shares_the_demos_generate_and_train_sections():
+    """local-dpo.yaml says its SFT half is the demo's: keep that true."""
+    demo, dpo = load_config("pipeline", LOCAL), load_config("pipeline", LOCAL_DPO)
+    assert dpo.generate == demo.generate and dpo.train == demo.train
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["stages=[generate,train,dpo,serve]"], "dpo.data.paths: unset means the preferences stage's pairs"),
+    (["stages=[generate,preferences,dpo,serve]"], "dpo.model: unset means the train stage's export"),
+    (["stages=[generate,train,serve]", "serve.models.1.source=stage:dpo"],
+     "serve.models[1].source: stage:dpo names a stage not in stages"),
+], ids=["dpo-without-pairs", "dpo-without-sft", "serve-names-missing-stage"])
+def test_dpo_pipeline_links_to_missing_stages_are_refused(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config("pipeline", LOCAL_DPO, overrides)

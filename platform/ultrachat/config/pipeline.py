@@ -1,28 +1,33 @@
 """Config of the end-to-end pipeline: the stage sections, wired to each other.
 
 Each section is the stage's own schema with the links filled in by the pipeline: training reads
-the generate stage's dialogues unless ``train.data.paths`` names other data, a served model without
-a ``source`` is the train stage's export, and an evaluation endpoint without a ``base_url`` is the
-serve stage's app. Stage outputs go under ``output_dir/<stage>``.
+the generate stage's dialogues unless ``train.data.paths`` names other data; the preferences stage
+prompts with the generated dialogues' openings; dpo tunes the train stage's export on the preference
+pairs; a served model without a ``source`` is the last training stage's export (``stage:train`` /
+``stage:dpo`` name one); an evaluation endpoint without a ``base_url`` is the serve stage's app.
+Stage outputs go under ``output_dir/<stage>``.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from ultrachat.config.base import EnvVarName, ModelRef, Section
 from ultrachat.config.chat import OpenAIBackend
 from ultrachat.config.evaluation import Candidate, EvalJudge, EvaluateStage
 from ultrachat.config.serving import ServedModel, ServedSource, ServeStage
 from ultrachat.config.stats import StatsInput, StatsStage
-from ultrachat.config.training import TrainData, TrainStage
+from ultrachat.config.preferences import PreferencesStage, PromptSource
+from ultrachat.config.training import TrainData, TrainStage, check_base_model
 from ultrachat.storage import StoragePath
 
-STAGES = ("generate", "stats", "train", "serve", "evaluate")
+STAGES = ("generate", "stats", "train", "preferences", "dpo", "serve", "evaluate")
 DEFAULT_STAGES = ("generate", "stats", "train", "serve")
-Stage = Literal["generate", "stats", "train", "serve", "evaluate"]
+Stage = Literal["generate", "stats", "train", "preferences", "dpo", "serve", "evaluate"]
+# A served model's source may name a training stage's export (the default is the last one run).
+StageExport = Literal["stage:train", "stage:dpo"]
 
 
 class PipelineStatsInput(StatsInput):
@@ -42,8 +47,28 @@ class PipelineTrain(TrainStage):
     data: PipelineTrainData = PipelineTrainData()
 
 
+class PipelinePrompts(PromptSource):
+    paths: list[StoragePath] = Field(default=[], description="default: the generate stage's dialogues")
+    cut: Literal["first", "last", "random"] = "first"  # default: the dialogues' openings
+
+
+class PipelinePreferences(PreferencesStage):
+    prompts: PipelinePrompts = PipelinePrompts()
+
+
+class PipelineDpo(TrainStage):
+    """Preference tuning on top of the train stage's export (the Zephyr recipe's order: SFT, then DPO)."""
+
+    model: Annotated[str, AfterValidator(check_base_model)] | None = Field(
+        default=None, description="default: the train stage's export")
+    data: PipelineTrainData = Field(default=PipelineTrainData(), description="default: the preferences stage's pairs")
+    method: Literal["dpo"] = "dpo"
+
+
 class PipelineModel(ServedModel):
-    source: ServedSource | None = Field(default=None, description="default: the train stage's export")
+    source: StageExport | ServedSource | None = Field(
+        default=None, description="default: the last training stage's export (dpo, else train); stage:train or "
+                                  "stage:dpo names one")
 
 
 class ChatRequest(Section):

@@ -15,8 +15,8 @@ from pydantic import AfterValidator, Field, model_validator
 from ultrachat.config.base import LeaseSettings, LogLevel, Section
 from ultrachat.config.evaluation import EvaluateStage
 from ultrachat.config.generation import GenerateStage
-from ultrachat.config.pipeline import (DEFAULT_STAGES, PipelineEvaluate, PipelineServe, PipelineStats, PipelineTrain,
-                                       Stage, check_stage_order)
+from ultrachat.config.pipeline import (DEFAULT_STAGES, PipelineDpo, PipelineEvaluate, PipelinePreferences,
+                                       PipelineServe, PipelineStats, PipelineTrain, Stage, check_stage_order)
 from ultrachat.config.preferences import PreferencesStage
 from ultrachat.config.serving import ServeStage
 from ultrachat.config.stats import StatsStage
@@ -85,8 +85,8 @@ class ServeConfig(JobSettings, ServeStage):
 
 
 class PipelineConfig(JobSettings):
-    """generate -> stats -> train -> serve -> evaluate in one job; see config/pipeline.py for how the stages
-    are linked."""
+    """generate -> stats -> train -> preferences -> dpo -> serve -> evaluate in one job; see
+    config/pipeline.py for how the stages are linked."""
 
     stages: Annotated[list[Stage], AfterValidator(check_stage_order)] = Field(default=list(DEFAULT_STAGES),
                                                                               min_length=1)
@@ -94,6 +94,9 @@ class PipelineConfig(JobSettings):
     stats: PipelineStats = PipelineStats()
     train: PipelineTrain
     serve: PipelineServe = PipelineServe()
+    # UltraFeedback-style pairs and DPO on them, after SFT; run when listed in stages.
+    preferences: PipelinePreferences | None = None
+    dpo: PipelineDpo | None = None
     # The served models judged against each other; runs when "evaluate" is in stages.
     evaluate: PipelineEvaluate | None = None
 
@@ -111,14 +114,36 @@ class PipelineConfig(JobSettings):
         if "stats" in self.stages and self.stats.tokenizer is None and self.stats_tokenizer() is None:
             raise ValueError("stats.tokenizer: not set and the generate stage's assistant is not a vllm model to "
                              "default to; fix: set stats.tokenizer (an HF model dir, hub id or local:/tiny: ref)")
-        if "serve" in self.stages and "train" not in self.stages and any(m.source is None for m in self.serve.models):
-            raise ValueError("serve.models: a model without `source` serves the train stage's export, but train is "
-                             "not in stages; fix: keep train in stages (a finished run is skipped) or set the source")
+        trained = "train" in self.stages or "dpo" in self.stages
+        if "serve" in self.stages and not trained and any(m.source is None for m in self.serve.models):
+            raise ValueError("serve.models: a model without `source` serves the last training stage's export, but "
+                             "neither train nor dpo is in stages; fix: keep train in stages (a finished run is "
+                             "skipped) or set the source")
+        problems = self._preference_problems()
         if "evaluate" in self.stages:
-            problems = self._evaluate_problems()
-            if problems:
-                raise ValueError("; ".join(problems))
+            problems += self._evaluate_problems()
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+    def _preference_problems(self) -> list[str]:
+        problems = [f"{stage}: the {stage} stage is listed but has no section; add `{stage}:` (see "
+                    f"configs/pipeline/local-dpo.yaml), or drop it from stages"
+                    for stage in ("preferences", "dpo") if stage in self.stages and getattr(self, stage) is None]
+        if "dpo" in self.stages and self.dpo is not None:
+            if self.dpo.model is None and "train" not in self.stages:
+                problems.append("dpo.model: unset means the train stage's export, but train is not in stages; fix: "
+                                "keep train in stages (a finished run is skipped) or set dpo.model")
+            if not self.dpo.data.paths and "preferences" not in self.stages:
+                problems.append("dpo.data.paths: unset means the preferences stage's pairs, but preferences is not "
+                                "in stages; fix: keep preferences in stages or set dpo.data.paths")
+        if "serve" in self.stages:
+            for i, model in enumerate(self.serve.models):
+                stage = (model.source or "").removeprefix("stage:")
+                if model.source in ("stage:train", "stage:dpo") and stage not in self.stages:
+                    problems.append(f"serve.models[{i}].source: {model.source} names a stage not in stages; fix: add "
+                                    f"{stage} to stages or give the model another source")
+        return problems
 
     def _evaluate_problems(self) -> list[str]:
         if self.evaluate is None:

@@ -52,6 +52,11 @@ class Dpo(Section):
     # The prompt (every turn before the compared answers) keeps its last max_prompt_length tokens;
     # answers are then cut to fit max_seq_len. Both are counted in the prepared data's stats.
     max_prompt_length: int = Field(default=512, ge=1)
+    # model: the reference runs beside the policy every step (a frozen copy, partitioned like the policy
+    # under ZeRO-3; with LoRA, the base with its adapters disabled). precomputed: one no-grad pass of the
+    # starting policy over the train and eval pairs before step 1 stores their log-probs, kept in every
+    # checkpoint; no reference weights in memory during training (training/reference_table.py).
+    reference: Literal["model", "precomputed"] = "model"
 
 
 class TrainStage(Section):

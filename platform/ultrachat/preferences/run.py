@@ -36,6 +36,7 @@ from ultrachat.stages.pool import PoolStage
 logger = logging.getLogger(__name__)
 
 CACHE_DIR = "cache"
+PAIRS_DIR, COMPLETIONS_DIR = "pairs", "completions"  # each holds one data.parquet
 MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 PAIR_SCHEMA = pa.schema([
     ("prompt", pa.string()), ("prompt_id", pa.string()), ("chosen", MESSAGES), ("rejected", MESSAGES),
@@ -77,7 +78,8 @@ def run_preferences(config) -> dict:
     paths = _write(config, pairs, records)
     counts = {**paths, **prompt_counts, "calls": calls, "pairs": len(pairs), "binarize": dict(outcomes)}
     check_waves("preferences", calls, stopped, config.failures, counts,
-                f"{paths['pairs']} holds the pairs of what finished", f"{paths['completions']}: status and rating_status")
+                f"{paths['pairs_file']} holds the pairs of what finished",
+                f"{paths['completions_file']}: status and rating_status")
     if not pairs:
         logger.warning("preferences: no pair came out of %d prompts (%s)", len(prompts), dict(outcomes))
     return counts
@@ -113,12 +115,12 @@ def _assemble(config: PreferencesStage, prompts, slots: dict, completions: dict,
 
 def _write(config: PreferencesStage, pairs: list[dict], records: list[dict]) -> dict:
     out = {}
-    for name, rows, schema in (("pairs", pairs, PAIR_SCHEMA), ("completions", records, COMPLETION_SCHEMA)):
+    for name, rows, schema in ((PAIRS_DIR, pairs, PAIR_SCHEMA), (COMPLETIONS_DIR, records, COMPLETION_SCHEMA)):
         path = storage.join(config.output_dir, name, "data.parquet")
         filesystem, inner = storage.filesystem_for(path)
         filesystem.create_dir(inner.rsplit("/", 1)[0], recursive=True)
         write_atomic(filesystem, inner, pa.Table.from_pylist(rows, schema=schema))
-        out[name] = path
+        out[f"{name}_file"] = path
     return out
 
 

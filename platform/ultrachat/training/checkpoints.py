@@ -67,7 +67,10 @@ def run_signature(stage: TrainStage, model_dir: str) -> dict:
     return {"model": stage.model, "model_config_sha1": model_hash, "num_workers": stage.num_workers,
             "zero_stage": stage.zero_stage, "lora_rank": stage.lora.rank if stage.lora else None,
             # Only named for dpo, so SFT checkpoints written before methods existed still resume.
-            **({"method": stage.method} if stage.method != "sft" else {})}
+            **({"method": stage.method} if stage.method != "sft" else {}),
+            # Likewise only named when precomputed: those checkpoints carry the reference table.
+            **({"dpo_reference": "precomputed"} if stage.method == "dpo" and stage.dpo.reference == "precomputed"
+               else {})}
 
 
 def existing_checkpoints(output_dir: str) -> list[str]:

@@ -6,10 +6,13 @@ same ``pair_logps`` code path as the policy (no_grad): at step 0, with reference
 log-ratios are exactly 0, the sigmoid loss is ln 2 and every reward is 0 (divergent code paths are a
 known source of a non-zero start, NeMo-Aligner#227).
 
-The reference is the policy's starting weights, held one of two ways (training/model.py):
+The reference is the policy's starting weights, held one of three ways:
 - a frozen copy, partitioned like the policy under ZeRO-3 (a second DeepSpeed engine without an
-  optimizer; TRL's create_reference_model refuses ZeRO-3, trl#669), or whole below stage 3;
-- with LoRA, no copy at all: the base model with the adapters disabled.
+  optimizer; TRL's create_reference_model refuses ZeRO-3, trl#669), or whole below stage 3
+  (training/model.py);
+- with LoRA, no copy at all: the base model with the adapters disabled;
+- precomputed: no weights at all, a table of every pair's reference log-probs computed by the starting
+  policy before step 1 (training/reference_table.py).
 
 Losses (per pair, with ``logits = (pi_c - pi_r) - (ref_c - ref_r)``):
 - sigmoid: ``-(1 - eps) * log sigmoid(beta * logits) - eps * log sigmoid(-beta * logits)``, where
@@ -32,9 +35,12 @@ def collate_pairs(batch: dict, pad_id: int) -> dict:
     """B pairs -> 2B rows (chosen first), right-padded as SFT's micro-batches are (training/loop.py)."""
     from ultrachat.training.loop import collate
 
+    from ultrachat.training.reference_table import pair_keys
+
     ids = list(batch["chosen_input_ids"]) + list(batch["rejected_input_ids"])
-    return collate({"input_ids": ids, "labels": list(batch["chosen_labels"]) + list(batch["rejected_labels"]),
-                    "position_ids": [range(len(row)) for row in ids], "num_tokens": batch["num_tokens"]}, pad_id)
+    collated = collate({"input_ids": ids, "labels": list(batch["chosen_labels"]) + list(batch["rejected_labels"]),
+                        "position_ids": [range(len(row)) for row in ids], "num_tokens": batch["num_tokens"]}, pad_id)
+    return {**collated, "pair_keys": pair_keys(batch)}
 
 
 def sequence_logps(logits, labels):
@@ -91,14 +97,19 @@ class DpoObjective:
         return batch["input_ids"].shape[0] // 2  # pairs
 
     def __init__(self, config: Dpo, reference=None):
-        """``reference``: a module or engine with the starting weights, or None for a LoRA policy, whose
-        base model (adapters disabled) is the reference."""
+        """``reference``: a module or engine with the starting weights, or None: then either ``table`` (set
+        before training, dpo.reference: precomputed) or, for a LoRA policy, the base model with its
+        adapters disabled."""
         self.config, self.reference = config, reference
+        self.table = None  # a ReferenceTable (training/reference_table.py)
         self.last: dict[str, float] = {}
 
     def reference_logps(self, engine, batch: dict):
         import torch
 
+        if self.table is not None:
+            chosen, rejected = self.table.lookup(batch["pair_keys"])
+            return chosen.to(engine.device), rejected.to(engine.device), None, None
         with torch.no_grad():
             if self.reference is not None:
                 return pair_logps(self.reference, batch)

@@ -89,6 +89,7 @@ class SftObjective:
     eval_metrics: tuple[str, ...] = ()
     collate = staticmethod(collate)
     last: dict = {}
+    table = None  # no precomputed reference log-probs to checkpoint (training/reference_table.py)
 
     def loss(self, engine, batch):
         return forward_loss(engine, batch)
@@ -152,29 +153,42 @@ def train_loop_per_worker(train_loop_config: dict) -> None:
     model, _keep_alive = load_model(stage, model_dir, cfg.deepspeed, cfg.precision)
     engine, *_ = deepspeed.initialize(model=model, config=cfg.deepspeed,
                                       model_parameters=[p for p in model.parameters() if p.requires_grad])
+    train_shard = ray.train.get_dataset_shard("train")
+    eval_shard = ray.train.get_dataset_shard("eval") if cfg.has_eval else None
+    pad_id = cfg.pad_id
     objective = SftObjective()
+    precomputed = stage.method == "dpo" and stage.dpo.reference == "precomputed"
     if stage.method == "dpo":
         from ultrachat.training.dpo import DpoObjective
         from ultrachat.training.model import load_reference
 
         # The starting weights, loaded before any restored checkpoint moves the policy away from them.
-        reference, _reference_keep_alive = load_reference(stage, model_dir, cfg.deepspeed, cfg.precision,
-                                                          engine.device)
+        reference, _reference_keep_alive = (None, None) if precomputed else load_reference(
+            stage, model_dir, cfg.deepspeed, cfg.precision, engine.device)
         objective = DpoObjective(stage.dpo, reference)
     state = TrainerState()
     restored = ray.train.get_checkpoint()
     if restored:
         with restored.as_directory() as local:
             state = checkpoints.load(engine, local)
+            if precomputed:
+                from ultrachat.training.reference_table import ReferenceTable
+
+                objective.table = ReferenceTable.load(local)
         logger.info("rank %d resumed at step %d (epoch %d, micro-batch %d)", rank, state.step, state.epoch,
                     state.micro_in_epoch)
+    elif precomputed:  # the policy still has the starting weights: it is the reference
+        from ultrachat.training.dpo import pair_logps
+        from ultrachat.training.reference_table import ReferenceTable
+
+        shards = [train_shard] + ([eval_shard] if eval_shard is not None else [])
+        objective.table = ReferenceTable.compute(
+            engine, [micro_batches(shard, stage.micro_batch_size, pad_id, seed=0, collate_fn=objective.collate)
+                     for shard in shards], pair_logps)
     plan, accumulation = cfg.schedule, stage.gradient_accumulation_steps
-    train_shard = ray.train.get_dataset_shard("train")
-    eval_shard = ray.train.get_dataset_shard("eval") if cfg.has_eval else None
     device_name = torch.cuda.get_device_name() if stage.use_gpu and torch.cuda.is_available() else None
     meter = IntervalMeter(count_parameters(engine.module), world, device_name, objective.metrics)
     log = MetricsLog(cfg.output_dir if rank == 0 else None, stage.tensorboard)
-    pad_id = cfg.pad_id
 
     while state.step < plan.total_steps:
         skip = state.micro_in_epoch
@@ -232,6 +246,8 @@ def _report_if_due(engine, stage, state, meter, log, eval_shard, pad_id, rank, t
         return
     with tempfile.TemporaryDirectory(prefix="ultrachat-ckpt-") as local:
         checkpoints.save(engine, state, local, rank)
+        if rank == 0 and objective.table is not None:
+            objective.table.save(local)  # a resumed policy has moved: it can no longer recompute the table
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(local),
                          checkpoint_dir_name=checkpoints.checkpoint_dir_name(state.step))
 
