@@ -77,7 +77,7 @@ def test_killed_worker_resumes_at_the_right_step_and_data_position(ray_head, sma
     step 4 (checkpoint at 3). Ray Train restarts the workers, they resume from the latest checkpoint at
     the same data position: every step run twice gives the same loss and learning rate both times
     (a wrong data position or optimizer state would change them), and every step is logged."""
-    data = write_data(tmp_path / "data.jsonl", count=80)
+    data = write_data(tmp_path / "data.jsonl", count=56)  # 7 steps: resume at 4, 3 after it
     env = {"RAY_ADDRESS": ray_head["address"]}
     faulted_dir = tmp_path / "faulted"
     faulted_dir.mkdir()

@@ -139,8 +139,9 @@ def _check_pairs(stage: TrainStage, counts: Counter) -> None:
     sft_layout = counts[f"skipped_{SFT_LAYOUT}"]
     if sft_layout:
         where = sorted(k.split("@", 1)[1] for k in counts if k.startswith(SFT_LAYOUT_AT))
-        raise InputError(f"data.paths: method is dpo, but {sft_layout} of {counts['records']} records have no "
-                         f"'chosen' and 'rejected' (first at {where[0] if where else '?'}): that is SFT data. Fix: "
+        raise InputError(f"data.paths: method is dpo, but {sft_layout} of {counts['records']} records lack "
+                         f"'chosen' or 'rejected' (first at {where[0] if where else '?'}): SFT data, or pairs with a "
+                         f"side missing. Fix: "
                          f"give preference pairs (the preferences job's output, or the ultrafeedback_binarized "
                          f"layout: prompt, chosen, rejected), or set method: sft")
     for key, what in (("prompt_truncated", f"prompts kept their last dpo.max_prompt_length "
