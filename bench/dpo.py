@@ -18,10 +18,10 @@ It prints a Markdown table (stdout; logs on stderr) and writes every number to `
       the same thread count, timed over the same steps after one warm-up step.
     Tokens count both sequences of a pair (prompt + answer, twice). Ratio = job / plain; goal >= 0.85.
 (b) Reference memory. The peak RSS of the Ray Train workers (sampled from /proc) in short runs of 2
-    workers each: ZeRO-2 with a whole frozen copy, ZeRO-2 with precomputed reference log-probs (no
-    reference weights), ZeRO-3 with the copy partitioned by a second DeepSpeed engine, and LoRA
-    (ZeRO-2) with the base as reference (adapters disabled), against the same run with ``method: sft``
-    (no reference at all) as the baseline.
+    workers each on SmolLM2-135M (fp32): ZeRO-2 with a whole frozen copy, ZeRO-2 with precomputed
+    reference log-probs (no reference weights), ZeRO-3 with the copy partitioned by a second DeepSpeed
+    engine, and LoRA (ZeRO-2) with the base as reference (adapters disabled), each against the same run
+    with ``method: sft`` (no reference at all) in the same layout.
 """
 
 from __future__ import annotations
@@ -158,6 +158,7 @@ def main() -> None:
     parser.add_argument("--log-every", type=int, default=16)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--skip-memory", action="store_true", help="only (a)")
+    parser.add_argument("--skip-throughput", action="store_true", help="only (b)")
     parser.add_argument("--memory-model", default="local:smollm2-135m-instruct",
                         help="the model of (b)'s runs (fp32: 135M parameters are 0.54 GB of weights)")
     parser.add_argument("--memory-pairs", type=int, default=16, help="pairs of (b)'s runs")
@@ -178,13 +179,14 @@ def main() -> None:
         dpo = {"method": "dpo", "dpo": {"beta": args.beta, "max_prompt_length": args.max_prompt_length},
                "data": {"paths": [str(data)]}, "max_seq_len": args.max_seq_len, "learning_rate": 1e-5,
                "checkpoint_every_steps": 10**6, "warmup_ratio": 0.0}
-        job = train_job(work, "throughput", {**dpo, "num_workers": 1, "cpus_per_worker": 1, "zero_stage": 0,
-                                             "global_batch_size": args.micro_batch,
-                                             "micro_batch_size": args.micro_batch, "epochs": args.epochs,
-                                             "log_every_steps": args.log_every})
-        plain = plain_loop(model_dir, rows, args.micro_batch, job["steps"], 1e-5, args.beta, threads=1)
-        results["a"] = {"job": job, "plain": plain, "ratio": job["tokens_per_s"] / plain["tokens_per_s"],
-                        "goal": 0.85}
+        if not args.skip_throughput:
+            job = train_job(work, "throughput", {**dpo, "num_workers": 1, "cpus_per_worker": 1, "zero_stage": 0,
+                                                 "global_batch_size": args.micro_batch,
+                                                 "micro_batch_size": args.micro_batch, "epochs": args.epochs,
+                                                 "log_every_steps": args.log_every})
+            plain = plain_loop(model_dir, rows, args.micro_batch, job["steps"], 1e-5, args.beta, threads=1)
+            results["a"] = {"job": job, "plain": plain, "ratio": job["tokens_per_s"] / plain["tokens_per_s"],
+                            "goal": 0.85}
         if not args.skip_memory:
             # A model big enough for a reference copy to show above the processes' own footprint.
             short = {"model": args.memory_model, "num_workers": 2, "cpus_per_worker": 0.5, "global_batch_size": 8,
@@ -197,30 +199,40 @@ def main() -> None:
                                           for line in memory_data.read_text().splitlines()) + "\n")
             sft = {**{k: v for k, v in dpo.items() if k not in ("method", "dpo")},
                    "data": {"paths": [str(sft_data)]}}
-            results["b"] = {
-                "sft_zero2_no_reference": train_job(work, "mem-sft", {**sft, **short, "zero_stage": 2}),
-                "dpo_zero2_frozen_copy": train_job(work, "mem-z2", {**dpo, **short, "zero_stage": 2}),
-                "dpo_zero2_precomputed": train_job(work, "mem-pre", {
-                    **dpo, **short, "zero_stage": 2, "dpo": {**dpo["dpo"], "reference": "precomputed"}}),
-                "dpo_zero3_partitioned_copy": train_job(work, "mem-z3", {**dpo, **short, "zero_stage": 3}),
-                "dpo_lora_adapters_off": train_job(work, "mem-lora", {**dpo, **short, "zero_stage": 2, **lora}),
+            # Each DPO option beside SFT in the same layout (ZeRO-2, ZeRO-3, LoRA): DPO's own rows (a chosen
+            # and a rejected sequence per pair) show as the precomputed option's excess over SFT.
+            runs = {
+                "zero2": {"sft": {**sft, **short, "zero_stage": 2},
+                          "dpo_frozen_copy": {**dpo, **short, "zero_stage": 2},
+                          "dpo_precomputed": {**dpo, **short, "zero_stage": 2,
+                                              "dpo": {**dpo["dpo"], "reference": "precomputed"}}},
+                "zero3": {"sft": {**sft, **short, "zero_stage": 3},
+                          "dpo_partitioned_copy": {**dpo, **short, "zero_stage": 3}},
+                "lora": {"sft": {**sft, **short, "zero_stage": 2, **lora},
+                         "dpo_adapters_off": {**dpo, **short, "zero_stage": 2, **lora}},
             }
+            results["b"] = {layout: {name: train_job(work, f"mem-{layout}-{name}", config)
+                                     for name, config in options.items()} for layout, options in runs.items()}
     print(markdown(results))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1, default=str))
 
 
 def markdown(results: dict) -> str:
-    a = results["a"]
-    lines = ["| benchmark | job | plain PyTorch | ratio | goal |", "| --- | --- | --- | --- | --- |",
-             f"| (a) DPO tokens/s, 1 worker, tiny:small | {a['job']['tokens_per_s']:.0f} | "
-             f"{a['plain']['tokens_per_s']:.0f} | {a['ratio']:.3f} | >= {a['goal']} |"]
+    lines = []
+    if "a" in results:
+        a = results["a"]
+        lines += ["| benchmark | job | plain PyTorch | ratio | goal |", "| --- | --- | --- | --- | --- |",
+                  f"| (a) DPO tokens/s, 1 worker, tiny:small | {a['job']['tokens_per_s']:.0f} | "
+                  f"{a['plain']['tokens_per_s']:.0f} | {a['ratio']:.3f} | >= {a['goal']} |", ""]
     if "b" in results:
-        lines += ["", f"| (b) run, 2 workers, {results['args']['memory_model']} | worker peak RSS (MB) | above SFT |",
-                  "| --- | --- | --- |"]
-        base = results["b"]["sft_zero2_no_reference"]["worker_peak_rss_mb"]
-        for name, run in results["b"].items():
-            lines.append(f"| {name} | {run['worker_peak_rss_mb']:.0f} | {run['worker_peak_rss_mb'] - base:+.0f} |")
+        lines += [f"| (b) layout, 2 workers, {results['args']['memory_model']} | run | worker peak RSS (MB) | "
+                  f"above SFT in the same layout |", "| --- | --- | --- | --- |"]
+        for layout, runs in results["b"].items():
+            base = runs["sft"]["worker_peak_rss_mb"]
+            for name, run in runs.items():
+                lines.append(f"| {layout} | {name} | {run['worker_peak_rss_mb']:.0f} | "
+                             f"{run['worker_peak_rss_mb'] - base:+.0f} |")
     return "\n".join(lines)
 
 

@@ -2,11 +2,11 @@
 
 Run from the repo root::
 
-    .venv/bin/python bench/preferences.py                 # C = 64, L = 0.5 s, 385 x 2 prompts x 4 completions
+    .venv/bin/python bench/preferences.py                 # C = 64, L = 0.5 s, 385 x 5 prompts x 4 completions
     .venv/bin/python bench/preferences.py --concurrency 32 --latency 0.25 --quick
 
 The fake OpenAI-compatible server (``python -m ultrachat.devtools.fake_openai``) runs in its own process
-on 127.0.0.1 and answers every request after a fixed latency L. Its replies (two variants, served in
+on 127.0.0.1 and answers every request after a fixed latency L. Its replies (four variants, served in
 turn) are aspect ratings in the judge's JSON, with different scores, so every rating parses on the first
 ask (nothing is asked twice) and most prompts binarize into a pair; as completions they are just text.
 ``jobs/preferences.py`` runs as a subprocess (a private local Ray) with a pool of two completion models
@@ -39,7 +39,9 @@ from generation import kill_group, run_job, start_fake_server, stop_fake_server
 
 logger = logging.getLogger("bench.preferences")
 ASPECTS = ("instruction_following", "honesty", "truthfulness", "helpfulness")
-RATINGS = tuple(json.dumps({a: {"rationale": "benchmark", "rating": score} for a in ASPECTS}) for score in (4, 2))
+# Four variants: a prompt's 4 completions usually differ, so none of their ratings is deduplicated by the
+# content-keyed cache (two variants halved the ratings wave, and a short wave is mostly ramp and tail).
+RATINGS = tuple(json.dumps({a: {"rationale": "benchmark", "rating": score} for a in ASPECTS}) for score in (5, 4, 3, 2))
 
 
 def run(args, work: Path) -> dict:
@@ -105,7 +107,7 @@ def main(argv=None) -> int:
     parser.add_argument("--prompts", type=int, default=None, help="first N of the paper's 385 (default all)")
     parser.add_argument("--hold", type=int, default=2, help="calls the actor holds, in multiples of C")
     parser.add_argument("--worker-niceness", type=int, default=0, help="nice of the local Ray's workers (Ray: 15)")
-    parser.add_argument("--repeat", type=int, default=2, help="each prompt this many times (distinct variants)")
+    parser.add_argument("--repeat", type=int, default=5, help="each prompt this many times (distinct variants)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 40 prompts, once")
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--out", default="preferences_results.json")

@@ -26,7 +26,7 @@ from ultrachat.generation.records import DIALOGUE_SCHEMA
 from ultrachat.generation.run import DIALOGUES_DIR
 from ultrachat.job import RESOLVED_CONFIG_NAME, save_resolved
 from ultrachat.preferences.run import PAIRS_DIR
-from ultrachat.training.export import EXPORT_DIR
+from ultrachat.training.export import EXPORT_DIR, EXPORT_MANIFEST
 from ultrachat.training.run import run_train
 
 logger = logging.getLogger(__name__)
@@ -254,7 +254,26 @@ def _served_evaluation(config: EvaluateConfig, pipeline: PipelineConfig, serve: 
     if serve.auth.enabled:  # one of the app's own keys, in this process only: never in a config or log
         os.environ[SERVED_KEY_ENV] = api_key(serve) or ""
     evaluate = evaluation_endpoints(pipeline.evaluate.model_dump(), pipeline, base_url)
+    sources = {model.name: model.source for model in serve.models}
+    for original, candidate in zip(pipeline.evaluate.candidates, evaluate["candidates"]):
+        if original.chat.base_url is None and not candidate["revision"]:
+            candidate["revision"] = export_revision(sources.get(candidate["chat"]["model"], ""))
     return EvaluateConfig.model_validate({**config.model_dump(include=set(JobSettings.model_fields)), **evaluate})
+
+
+def export_revision(source: str) -> str:
+    """A served training export's identity (its manifest: model, steps, data), so the evaluation's answer
+    cache asks a retrained model again under the same served name; "" for any other source."""
+    import hashlib
+
+    for name in (EXPORT_MANIFEST, "CURRENT"):  # a local export's manifest; on an object store, its version pointer
+        try:
+            text = storage.read_text(storage.join(source, name)) if source else None
+        except OSError:  # FileNotFoundError included: not an export
+            continue
+        if text:
+            return f"export-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
+    return ""
 
 
 def _evaluate(config: EvaluateConfig, _pipeline: PipelineConfig) -> StageResult:

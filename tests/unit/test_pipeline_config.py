@@ -147,3 +147,28 @@ def test_dpo_pipeline_shares_the_demos_generate_and_train_sections():
 def test_dpo_pipeline_links_to_missing_stages_are_refused(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config("pipeline", LOCAL_DPO, overrides)
+
+
+def test_served_exports_get_a_revision_so_a_retrained_model_is_asked_again(tmp_path):
+    """The evaluation caches answers by endpoint, model name and revision: a served export's revision is
+    its manifest's hash, so the DPO model retrained under the same name is not answered from the cache."""
+    from ultrachat.pipeline import _served_evaluation
+
+    config = load_config("pipeline", LOCAL_DPO, [f"output_dir={tmp_path}/run"])
+    configs = stage_configs(config)
+    for stage, steps in (("dpo", 6), ("train", 3)):
+        (tmp_path / "run" / stage / "export").mkdir(parents=True)
+        (tmp_path / "run" / stage / "export" / "ultrachat_export.json").write_text(f'{{"steps": {steps}}}')
+    first = _served_evaluation(configs["evaluate"], config, configs["serve"], "http://127.0.0.1:1/v1")
+    revisions = {c.name: c.revision for c in first.candidates}
+    assert revisions["dpo"].startswith("export-") and revisions["sft"].startswith("export-")
+    assert revisions["dpo"] != revisions["sft"]
+    (tmp_path / "run" / "dpo" / "export" / "ultrachat_export.json").write_text('{"steps": 12}')
+    again = _served_evaluation(configs["evaluate"], config, configs["serve"], "http://127.0.0.1:1/v1")
+    assert {c.name: c.revision for c in again.candidates} == {**revisions, "dpo": again.candidates[0].revision}
+    assert again.candidates[0].revision != revisions["dpo"]
+    # A served model that is not an export (the demo's base) keeps the empty revision.
+    demo = load_config("pipeline", LOCAL, [f"output_dir={tmp_path}/demo"])
+    demo_configs = stage_configs(demo)
+    base = _served_evaluation(demo_configs["evaluate"], demo, demo_configs["serve"], "http://127.0.0.1:1/v1")
+    assert {c.name: c.revision for c in base.candidates}["base"] == ""
