@@ -101,7 +101,10 @@ def test_pairs_follow_the_ratings_unparseable_is_counted_and_reruns_use_the_cach
     assert {c["rating_status"] for c in q4} == {"unparseable"} and all(c["ratings"] is None for c in q4)
 
     before = total()
+    written = (tmp_path / "prefs" / "pairs" / "data.parquet").stat().st_mtime_ns
     code, summary, stderr = run(config)
     assert code == 0, stderr[-3000:]
     assert total() == before  # everything came from the cache (unparseable is final)
     assert summary["counts"]["pairs"] == 4
+    # Unchanged outputs are not rewritten, so a DPO run on them keeps its prepared data and export.
+    assert (tmp_path / "prefs" / "pairs" / "data.parquet").stat().st_mtime_ns == written

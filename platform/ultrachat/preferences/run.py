@@ -119,9 +119,20 @@ def _write(config: PreferencesStage, pairs: list[dict], records: list[dict]) -> 
         path = storage.join(config.output_dir, name, "data.parquet")
         filesystem, inner = storage.filesystem_for(path)
         filesystem.create_dir(inner.rsplit("/", 1)[0], recursive=True)
-        write_atomic(filesystem, inner, pa.Table.from_pylist(rows, schema=schema))
+        table = pa.Table.from_pylist(rows, schema=schema)
+        if not _same_as_written(filesystem, inner, table):  # unchanged files keep the train job's fingerprint
+            write_atomic(filesystem, inner, table)
         out[f"{name}_file"] = path
     return out
+
+
+def _same_as_written(filesystem, inner: str, table: pa.Table) -> bool:
+    import pyarrow.parquet as pq
+    from pyarrow import fs
+
+    if filesystem.get_file_info(inner).type != fs.FileType.File:
+        return False
+    return pq.read_table(inner, filesystem=filesystem).equals(table)
 
 
 def _stage(config, wave: str, secrets: dict, resolved: dict) -> PoolStage:
