@@ -110,6 +110,16 @@ def run(args, work: Path) -> dict:
 
 
 def markdown(r: dict) -> str:
+    rows = wave_rows(r)
+    rows.append(f"\nC = {r['concurrency']} (the endpoints' caps; {r['in_actor']} calls held by the actor), "
+                f"L = {r['latency_s']} s, {r['prompts']} prompts; whole job {r['job_wall_s']:.1f} s wall "
+                f"({r['job_calls_per_s_wall']:.1f} calls/s including Ray start, planning and the report); "
+                f"fake server requests: {r['server_requests']}")
+    return "\n".join(rows)
+
+
+def wave_rows(r: dict) -> list[str]:
+    """The per-wave table (and its total) of a waves benchmark's result: evaluation's or preferences'."""
     rows = ["| wave | calls | window s | calls/s | ideal C/L | ratio | goal | met |", "|---|---|---|---|---|---|---|---|"]
     for name, w in r["waves"].items():
         rows.append(f"| {name} | {w['calls']} | {w['window_s']:.2f} | {w['achieved_cps']:.1f} | {r['ideal_cps']:.1f} | "
@@ -118,15 +128,17 @@ def markdown(r: dict) -> str:
     rows.append(f"| both | {total} | {sum(w['window_s'] for w in r['waves'].values()):.2f} | {r['combined_cps']:.1f} | "
                 f"{r['ideal_cps']:.1f} | {r['combined_ratio']:.3f} | >= {r['goal']} | "
                 f"{'yes' if r['combined_ratio'] >= r['goal'] else '**no**'} |")
-    rows.append(f"\nC = {r['concurrency']} (the endpoints' caps; {r['in_actor']} calls held by the actor), "
-                f"L = {r['latency_s']} s, {r['prompts']} prompts; whole job {r['job_wall_s']:.1f} s wall "
-                f"({r['job_calls_per_s_wall']:.1f} calls/s including Ray start, planning and the report); "
-                f"fake server requests: {r['server_requests']}")
-    return "\n".join(rows)
+    return rows
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    return run_waves_bench(argv, __doc__, "evaluation", run, markdown)
+
+
+def run_waves_bench(argv, doc: str, name: str, run_fn, markdown_fn) -> int:
+    """The command line of a waves benchmark (this one, bench/preferences.py): parse, run against the fake
+    server in a temp dir, write ``<name>_results.json`` and print the table."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--latency", type=float, default=0.5, help="fake server latency L in seconds")
     parser.add_argument("--concurrency", type=int, default=64, help="C: calls in flight")
     parser.add_argument("--calls-per-batch", type=int, default=64)
@@ -137,22 +149,22 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="each prompt this many times (distinct variants)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 40 prompts, once")
     parser.add_argument("--timeout", type=float, default=1800)
-    parser.add_argument("--out", default="evaluation_results.json")
+    parser.add_argument("--out", default=f"{name}_results.json")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
         args.prompts, args.repeat = args.prompts or 40, 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    work = Path(tempfile.mkdtemp(prefix="bench-evaluation-"))
+    work = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     try:
-        result = run(args, work)
+        result = run_fn(args, work)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     result = {"machine": {"cpus": os.cpu_count()}, "args": vars(args), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               **result}
     Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(markdown(result))
+    print(markdown_fn(result))
     return 0
 
 

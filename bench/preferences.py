@@ -24,17 +24,12 @@ reported beside it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
-import shutil
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-from evaluation import wave_stats, write_prompts
+from evaluation import run_waves_bench, wave_rows, wave_stats, write_prompts
 from generation import kill_group, run_job, start_fake_server, stop_fake_server
 
 logger = logging.getLogger("bench.preferences")
@@ -83,14 +78,7 @@ def run(args, work: Path) -> dict:
 
 
 def markdown(r: dict) -> str:
-    rows = ["| wave | calls | window s | calls/s | ideal C/L | ratio | goal | met |", "|---|---|---|---|---|---|---|---|"]
-    for name, w in r["waves"].items():
-        rows.append(f"| {name} | {w['calls']} | {w['window_s']:.2f} | {w['achieved_cps']:.1f} | {r['ideal_cps']:.1f} | "
-                    f"{w['ratio']:.3f} | >= {r['goal']} | {'yes' if w['ratio'] >= r['goal'] else '**no**'} |")
-    total = sum(w["calls"] for w in r["waves"].values())
-    rows.append(f"| both | {total} | {sum(w['window_s'] for w in r['waves'].values()):.2f} | {r['combined_cps']:.1f} | "
-                f"{r['ideal_cps']:.1f} | {r['combined_ratio']:.3f} | >= {r['goal']} | "
-                f"{'yes' if r['combined_ratio'] >= r['goal'] else '**no**'} |")
+    rows = wave_rows(r)
     rows.append(f"\nC = {r['concurrency']} (the endpoints' caps; {r['in_actor']} calls held by the actor), "
                 f"L = {r['latency_s']} s, {r['prompts']} prompts x 4 completions, {r['pairs']} pairs; whole job "
                 f"{r['job_wall_s']:.1f} s wall ({r['job_calls_per_s_wall']:.1f} calls/s including Ray start, "
@@ -99,34 +87,7 @@ def markdown(r: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--latency", type=float, default=0.5, help="fake server latency L in seconds")
-    parser.add_argument("--concurrency", type=int, default=64, help="C: calls in flight")
-    parser.add_argument("--calls-per-batch", type=int, default=64)
-    parser.add_argument("--actor-cpus", type=float, default=0, help="num_cpus of the one actor")
-    parser.add_argument("--prompts", type=int, default=None, help="first N of the paper's 385 (default all)")
-    parser.add_argument("--hold", type=int, default=2, help="calls the actor holds, in multiples of C")
-    parser.add_argument("--worker-niceness", type=int, default=0, help="nice of the local Ray's workers (Ray: 15)")
-    parser.add_argument("--repeat", type=int, default=5, help="each prompt this many times (distinct variants)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 40 prompts, once")
-    parser.add_argument("--timeout", type=float, default=1800)
-    parser.add_argument("--out", default="preferences_results.json")
-    parser.add_argument("--keep", action="store_true")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.prompts, args.repeat = args.prompts or 40, 1
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    work = Path(tempfile.mkdtemp(prefix="bench-preferences-"))
-    try:
-        result = run(args, work)
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-    result = {"machine": {"cpus": os.cpu_count()}, "args": vars(args), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              **result}
-    Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(markdown(result))
-    return 0
+    return run_waves_bench(argv, __doc__, "preferences", run, markdown)
 
 
 if __name__ == "__main__":
