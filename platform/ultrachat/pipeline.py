@@ -26,7 +26,7 @@ from ultrachat.generation.records import DIALOGUE_SCHEMA
 from ultrachat.generation.run import DIALOGUES_DIR
 from ultrachat.job import RESOLVED_CONFIG_NAME, save_resolved
 from ultrachat.preferences.run import PAIRS_DIR
-from ultrachat.training.export import EXPORT_DIR, EXPORT_MANIFEST
+from ultrachat.training.export import CURRENT, EXPORT_DIR, EXPORT_MANIFEST
 from ultrachat.training.run import run_train
 
 logger = logging.getLogger(__name__)
@@ -40,9 +40,6 @@ def stage_dir(config: PipelineConfig, stage: str) -> str:
 
 def stage_configs(config: PipelineConfig) -> dict:
     """Each stage's own job config, with the links between stages filled in."""
-    def job_keys(stage: str) -> dict:
-        return _job_keys(config, stage)
-
     dialogues = storage.join(stage_dir(config, "generate"), DIALOGUES_DIR)
     exports = training_exports(config)
     train = config.train.model_dump()
@@ -53,26 +50,26 @@ def stage_configs(config: PipelineConfig) -> dict:
     # A pipeline that keeps serving on a cluster hands the app over like `serve deploy` does.
     serve["detach"] = config.serve.detach and config.serve.keep_serving
     configs = {
-        "generate": GenerateConfig.model_validate({**job_keys("generate"), **config.generate.model_dump()}),
-        "train": TrainConfig.model_validate({**job_keys("train"), **train}),
-        "serve": ServeConfig.model_validate({**job_keys("serve"), **serve}),
+        "generate": GenerateConfig.model_validate({**_job_keys(config, "generate"), **config.generate.model_dump()}),
+        "train": TrainConfig.model_validate({**_job_keys(config, "train"), **train}),
+        "serve": ServeConfig.model_validate({**_job_keys(config, "serve"), **serve}),
     }
     if "stats" in config.stages:  # its tokenizer default exists only when the stage runs (validated so)
         stats = config.stats.model_dump()
         stats["input"]["path"] = stats["input"]["path"] or dialogues
         stats["tokenizer"] = config.stats_tokenizer()
-        configs["stats"] = StatsConfig.model_validate({**job_keys("stats"), **stats})
+        configs["stats"] = StatsConfig.model_validate({**_job_keys(config, "stats"), **stats})
     if "preferences" in config.stages:
         preferences = config.preferences.model_dump()
         preferences["prompts"]["paths"] = preferences["prompts"]["paths"] or [dialogues]
-        configs["preferences"] = PreferencesConfig.model_validate({**job_keys("preferences"), **preferences})
+        configs["preferences"] = PreferencesConfig.model_validate({**_job_keys(config, "preferences"), **preferences})
     if "dpo" in config.stages:
         # The train stage's export does not exist before that stage runs; its base model (same tokenizer
         # and architecture) stands in to validate now, and dpo_config swaps the export in at run time.
-        configs["dpo"] = dpo_config(config, job_keys("dpo"), model=config.train.model)
+        configs["dpo"] = dpo_config(config, _job_keys(config, "dpo"), model=config.train.model)
     if "evaluate" in config.stages:
         configs["evaluate"] = EvaluateConfig.model_validate(
-            {**job_keys("evaluate"), **evaluation_endpoints(config.evaluate.model_dump(), config, served_url(configs["serve"]))})
+            {**_job_keys(config, "evaluate"), **evaluation_endpoints(config.evaluate.model_dump(), config, served_url(configs["serve"]))})
     return {stage: configs[stage] for stage in STAGES if stage in configs}
 
 
@@ -266,7 +263,7 @@ def export_revision(source: str) -> str:
     cache asks a retrained model again under the same served name; "" for any other source."""
     import hashlib
 
-    for name in (EXPORT_MANIFEST, "CURRENT"):  # a local export's manifest; on an object store, its version pointer
+    for name in (EXPORT_MANIFEST, CURRENT):  # a local export's manifest; on an object store, its version pointer
         try:
             text = storage.read_text(storage.join(source, name)) if source else None
         except OSError:  # FileNotFoundError included: not an export
