@@ -35,8 +35,12 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory) -> Path:
-    """A per-session ULTRACHAT_CACHE, so `tiny:` refs resolve to models this session built."""
-    cache = tmp_path_factory.mktemp("ultrachat-cache")
+    """A per-session ULTRACHAT_CACHE, so `tiny:` refs resolve to models this session built.
+
+    UC_TEST_MODEL_CACHE=DIR keeps the built models across sessions, for iterating on a few tests
+    locally (the `small` model takes ~2 min to build); CI leaves it unset and builds from scratch."""
+    kept = os.environ.get("UC_TEST_MODEL_CACHE")
+    cache = Path(kept) if kept else tmp_path_factory.mktemp("ultrachat-cache")
     os.environ["ULTRACHAT_CACHE"] = str(cache)
     return cache
 

@@ -45,7 +45,9 @@ def init_ray(settings: RaySettings, job: str, run_name: str | None = None,
         for key, value in (local_env or {}).items():
             os.environ.setdefault(key, value)
     import ray
+    import ray.data
 
+    ray.data.DataContext.get_current().use_datasource_v2 = settings.parquet_reader == "v2"
     if ray.is_initialized():
         logger.info("Ray already initialised in this process; reusing it")
         return _describe(ray, local_auth)

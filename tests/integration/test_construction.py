@@ -151,17 +151,21 @@ def test_bad_inputs_fail_before_any_call_or_warn(ray_address, tmp_path, monkeypa
 
 
 def test_local_default_on_the_vllm_cpu_engine(ray_address, small_model_dir, tmp_path):
-    """configs/generate/local.yaml as shipped, construction only (its three waves) on the tiny model on
-    vLLM's CPU engine: every call parses or is recorded with its raw reply. Dialogues from built openings
-    in the same job: the fake-server test above; dialogues on the vLLM engine: test_generate, test_pipeline."""
+    """configs/generate/local.yaml, construction only on the tiny model on vLLM's CPU engine: every call
+    parses or is recorded with its raw reply. Two of its three waves (each wave's Ray Data run starts its
+    own engine, ~1.5 min here): the third asks what the second does, one level down; all three waves and
+    dialogues from built openings in the same job: the fake-server test above; dialogues on the vLLM
+    engine: test_generate, test_pipeline."""
     out = tmp_path / "out"
     code, summary, stderr = run_job(REPO / "configs" / "generate" / "local.yaml", f"output_dir={out}",
-                                    "stages=[construct]", f"construction.llm.chat.model={small_model_dir}",
+                                    "stages=[construct]", "construction.I.topics.further_questions_per_question=0",
+                                    f"construction.llm.chat.model={small_model_dir}",
                                     f"user.chat.model={small_model_dir}", f"assistant.chat.model={small_model_dir}")
     assert code == 0, stderr[-5000:]
     built = summary["counts"]["construction"]
     calls = pd.concat([pd.read_parquet(p) for p in (out / "construction" / "calls").iterdir()])
     assert set(calls["stage"]) >= {"subtopics", "meta_questions", "instructions", "material_instructions"}
+    assert "further_questions" not in set(calls["stage"])
     assert calls["call_id"].is_unique and (calls["model"] != "").all()
     for row in calls.to_dict("records"):  # every call is either a parsed list or a failure with its raw reply
         assert (row["status"] == "ok" and len(row["items"]) >= 1) or (row["status"] == "failed:unparseable"

@@ -3,7 +3,7 @@
 import pytest
 
 from ultrachat.config.training import TrainStage
-from ultrachat.training.ds_config import deepspeed_config, resolve_precision, total_steps
+from ultrachat.training.ds_config import deepspeed_config, init_deepspeed_comm, resolve_precision, total_steps
 
 BASE = {"model": "tiny:small", "data": {"paths": ["d"]}}
 
@@ -22,16 +22,14 @@ class DataParallelGroup:
 def one_rank_group(tmp_path_factory):
     """A real 1-rank gloo group (file rendezvous: no network), so DeepSpeed's config parser asks the
     model-parallel unit for the data-parallel size instead of assuming 1."""
-    import deepspeed
-    import torch.distributed as dist
-
     import os
+
+    import torch.distributed as dist
 
     store = tmp_path_factory.mktemp("rendezvous") / "store"
     saved = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
-    deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False, init_method=f"file://{store}",
-                               rank=0, world_size=1)
+    init_deepspeed_comm(False, init_method=f"file://{store}", rank=0, world_size=1)
     yield
     dist.destroy_process_group()
     for key, value in saved.items():

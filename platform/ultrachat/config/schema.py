@@ -8,7 +8,7 @@ training and serving fill in their stages in their own issues; what is here is v
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -40,6 +40,11 @@ class RaySettings(Section):
     log_to_driver: bool = True
     # Ray Data's progress lines on the driver (the platform logs its own per stage with rates).
     data_progress: bool = True
+    # Ray Data's read_parquet: "v2" (Ray 2.60's default) starts a pool of FooterReader actors (32 by
+    # default) for every read, which costs 2-3 s per read of a small folder on 2 cores and over 10 s
+    # when a stage's actors hold the CPUs; "v1" reads the same files in 0.15 s (docs/design.md). The
+    # outputs here are a few compacted files per folder, where the footer pool buys nothing.
+    parquet_reader: Literal["v1", "v2"] = "v1"
 
 
 class JobSettings(Section):

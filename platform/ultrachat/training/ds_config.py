@@ -76,3 +76,18 @@ def deepspeed_config(stage: TrainStage, world_size: int, steps: int) -> dict:
         "steps_per_print": 10**9,  # we log per interval ourselves (loss, lr, grad norm, tokens/s)
         "wall_clock_breakdown": False,
     }
+
+
+def init_deepspeed_comm(use_gpu: bool, **kwargs) -> None:
+    """``deepspeed.init_distributed`` (nccl on GPUs, gloo on CPU) without building the CPU shm op.
+
+    On CPU DeepSpeed JIT-compiles its shared-memory all-reduce kernel (``deepspeed_shm_comm``, 75-100 s
+    on 2 cores) the first time a node initializes comm. Only inference tensor parallelism (AutoTP) calls
+    that kernel; ZeRO training never does, so it is marked unusable (``deepspeed.ops`` keeps the dict
+    it probes for this) and comm falls through to torch.distributed. ``kwargs`` go to init_distributed.
+    """
+    import deepspeed
+
+    if not use_gpu:
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    deepspeed.init_distributed(dist_backend="nccl" if use_gpu else "gloo", auto_mpi_discovery=False, **kwargs)

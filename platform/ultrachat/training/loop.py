@@ -21,7 +21,7 @@ from ultrachat import observability, storage
 from ultrachat.config.training import TrainStage
 from ultrachat.training import checkpoints
 from ultrachat.training.checkpoints import TrainerState
-from ultrachat.training.ds_config import Schedule
+from ultrachat.training.ds_config import Schedule, init_deepspeed_comm
 from ultrachat.training.examples import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def train_loop_per_worker(train_loop_config: dict) -> None:
     torch.manual_seed(stage.seed)
     # Ray Train already made the torch process group; DeepSpeed's comm wraps it. Needed before the model
     # loads: under ZeRO-3 zero.Init and the config parser read the world size from it.
-    deepspeed.init_distributed(dist_backend="nccl" if stage.use_gpu else "gloo", auto_mpi_discovery=False)
+    init_deepspeed_comm(stage.use_gpu)
     model_dir = cfg.model_dir
     if storage.is_uri(cfg.model_source):
         # The driver's copy of a URI model is on the driver's node only: each node makes its own.
