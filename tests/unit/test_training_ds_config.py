@@ -30,6 +30,10 @@ def one_rank_group(tmp_path_factory):
     saved = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     init_deepspeed_comm(False, init_method=f"file://{store}", rank=0, world_size=1)
+    from deepspeed.comm import comm
+
+    # The CPU shm all-reduce op (a 75-100 s JIT build that ZeRO never calls) was neither built nor loaded.
+    assert comm.cdb.shm_comm_op is None
     yield
     dist.destroy_process_group()
     for key, value in saved.items():
@@ -61,11 +65,34 @@ def test_schedule_and_cpu_optimizer():
     stage = TrainStage.model_validate({**BASE, "global_batch_size": 8, "epochs": 3, "warmup_ratio": 0.1})
     assert total_steps(stage, 20) == 9  # ceil(20 / 8) = 3 steps per epoch
     config = deepspeed_config(stage, 2, total_steps(stage, 20))
-    assert config["scheduler"]["params"]["total_num_steps"] == 9
-    assert config["scheduler"]["params"]["warmup_num_steps"] == 1
+    assert config["scheduler"]["params"]["total_num_steps"] == 10  # the decay reaches 0 after step 9
+    assert config["scheduler"]["params"]["warmup_num_steps"] == 2  # round(0.9) = 1; DeepSpeed's least is 2
     assert config["optimizer"]["params"]["torch_adam"] is True and not config["bf16"]["enabled"]
     with pytest.raises(ValueError, match="differs from num_workers"):
         deepspeed_config(stage, 3, 9)
+
+
+@pytest.mark.parametrize("steps, warmup_ratio, expected", [
+    (6, 0.0, [1.0, 1.0, 0.905, 0.655, 0.345, 0.095]),  # no warmup: the full lr from step 1, then cosine
+    (9, 0.3, [0.25, 0.5, 0.75, 0.95, 0.812, 0.611, 0.389, 0.188, 0.05]),  # 3 warmup steps
+])
+def test_lr_schedule_never_loses_the_first_or_last_update(steps, warmup_ratio, expected):
+    """DeepSpeed's own WarmupCosineLR with our params, stepped once before training as the train loop
+    does: the lr each optimizer step runs at, as a ratio of the configured one. None is 0."""
+    import torch
+    from deepspeed.runtime.lr_schedules import WarmupCosineLR
+
+    from ultrachat.training.ds_config import warmup_cosine
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = WarmupCosineLR(optimizer, **warmup_cosine(steps, warmup_ratio))
+    scheduler.step()
+    ratios = []
+    for _ in range(steps):
+        ratios.append(round(optimizer.param_groups[0]["lr"], 3))
+        optimizer.step()
+        scheduler.step()
+    assert ratios == expected
 
 
 def test_schedule_splits_rows_evenly_and_keeps_a_short_last_step():

@@ -2,7 +2,7 @@
 
 Batch sizes satisfy DeepSpeed's rule train_batch_size = micro x accumulation x world size, with the
 global batch stated once in our config. Schedule: DeepSpeed's WarmupCosineLR (linear warmup over
-``warmup_ratio`` of the steps, cosine decay to 0), the UltraLLaMA recipe's shape. On CPU the optimizer
+``warmup_ratio`` of the steps, no step at lr 0, cosine decay to 0), the UltraLLaMA recipe's shape. On CPU the optimizer
 is torch's AdamW (``torch_adam``), which needs no compiled op; with optimizer offload DeepSpeed uses
 its CPU Adam, which it builds on first use (cache TORCH_EXTENSIONS_DIR).
 """
@@ -70,12 +70,25 @@ def deepspeed_config(stage: TrainStage, world_size: int, steps: int) -> dict:
         "optimizer": {"type": "AdamW", "params": {
             "lr": stage.learning_rate, "weight_decay": stage.weight_decay, "betas": [0.9, 0.95], "eps": 1e-8,
             **({"torch_adam": True} if not stage.use_gpu and not stage.offload_optimizer else {})}},
-        "scheduler": {"type": "WarmupCosineLR", "params": {
-            "total_num_steps": steps, "warmup_num_steps": max(1, round(steps * stage.warmup_ratio)),
-            "warmup_type": "linear", "cos_min_ratio": 0.0}},
+        "scheduler": {"type": "WarmupCosineLR", "params": warmup_cosine(steps, stage.warmup_ratio)},
         "steps_per_print": 10**9,  # we log per interval ourselves (loss, lr, grad norm, tokens/s)
         "wall_clock_breakdown": False,
     }
+
+
+def warmup_cosine(steps: int, warmup_ratio: float) -> dict:
+    """WarmupCosineLR's params for ``steps`` optimizer steps, of which ``warmup_ratio`` warm up.
+
+    The scheduler sets lr 0 until its first ``step()``, and its linear warmup starts at
+    ``warmup_min_ratio`` (0 by default): a run's first update, and with a short run its first few,
+    would be lost (a demo or a test then stays at its starting weights). So the train loop steps the
+    scheduler once before training, the ramp starts at 1/(warmup+1) (warmup step k at k/(warmup+1) of
+    the lr; with no warmup, step 1 at the full lr), and the decay reaches 0 one step after the last.
+    """
+    warmup = round(steps * warmup_ratio)
+    # DeepSpeed warms up over at least 2 steps; with warmup 0 or 1 the ratio still gives 1.0 or 0.5 first.
+    return {"total_num_steps": steps + 1, "warmup_num_steps": max(2, warmup), "warmup_type": "linear",
+            "warmup_min_ratio": 1.0 / (warmup + 1), "cos_min_ratio": 0.0}
 
 
 def init_deepspeed_comm(use_gpu: bool, **kwargs) -> None:

@@ -153,6 +153,9 @@ def train_loop_per_worker(train_loop_config: dict) -> None:
     model, _keep_alive = load_model(stage, model_dir, cfg.deepspeed, cfg.precision)
     engine, *_ = deepspeed.initialize(model=model, config=cfg.deepspeed,
                                       model_parameters=[p for p in model.parameters() if p.requires_grad])
+    # WarmupCosineLR holds lr 0 until its first step(): one here makes optimizer step k run at the
+    # schedule's k-th lr (ds_config.warmup_cosine). A restored checkpoint then sets its own position.
+    engine.lr_scheduler.step()
     train_shard = ray.train.get_dataset_shard("train")
     eval_shard = ray.train.get_dataset_shard("eval") if cfg.has_eval else None
     pad_id = cfg.pad_id
@@ -171,6 +174,8 @@ def train_loop_per_worker(train_loop_config: dict) -> None:
     if restored:
         with restored.as_directory() as local:
             state = checkpoints.load(engine, local)
+            # The lr of the step after the checkpoint, from the restored schedule position.
+            engine.lr_scheduler.step(engine.lr_scheduler.last_batch_iteration)
             if precomputed:
                 from ultrachat.training.reference_table import ReferenceTable
 
