@@ -155,7 +155,7 @@ def test_local_default_on_the_vllm_cpu_engine(ray_address, small_model_dir, tmp_
     parses or is recorded with its raw reply. Two of its three waves (each wave's Ray Data run starts its
     own engine, ~1.5 min here): the third asks what the second does, one level down; all three waves and
     dialogues from built openings in the same job: the fake-server test above; dialogues on the vLLM
-    engine: test_generate, test_pipeline."""
+    engine: test_ray_runtime, test_pipeline."""
     out = tmp_path / "out"
     code, summary, stderr = run_job(REPO / "configs" / "generate" / "local.yaml", f"output_dir={out}",
                                     "stages=[construct]", "construction.I.topics.further_questions_per_question=0",

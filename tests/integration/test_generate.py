@@ -1,5 +1,6 @@
-"""The generate job end to end on a real Ray head: vLLM CPU engine, the OpenAI backend against the fake
-server, malformed input, and killing the driver or an actor midway then resuming."""
+"""The generate job end to end on a real Ray head: the OpenAI backend against the fake
+server, malformed input, and killing the driver or an actor midway then resuming. On the vLLM CPU engine:
+test_ray_runtime (the job submitted with the tiny model), test_pipeline (SmolLM2), test_construction."""
 
 import json
 import os
@@ -12,7 +13,7 @@ import pytest
 
 from ultrachat.devtools.fake_openai import FakeOpenAIServer
 
-from generate_runs import REPO, SAMPLE, SAMPLE_IDS, finish, openai_config, read_dialogues, run_job, start_job
+from generate_runs import SAMPLE, SAMPLE_IDS, finish, openai_config, read_dialogues, run_job, start_job
 
 
 def check_records(frame: pd.DataFrame) -> None:
@@ -148,39 +149,3 @@ def test_killed_actor_is_replaced_and_its_dialogues_redone(ray_address, tmp_path
     frame = read_dialogues(tmp_path / "out")
     assert frame["id"].is_unique and set(frame["id"]) == SAMPLE_IDS
     check_records(frame)
-
-
-def test_vllm_cpu_engine_end_to_end(ray_address, small_model_dir, tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    # Parquet input this time, with one opening far longer than the engine's context.
-    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()[:5]]
-    rows.append({"id": "too-long", "sector": "I", "text": "tell me more about tides " * 400, "topic": "x", "origin": "t"})
-    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "openings.parquet")
-    out = tmp_path / "out"
-    code, summary, stderr = run_job(REPO / "configs" / "generate" / "local.yaml", f"output_dir={out}",
-                                    "stages=[dialogues]", f"openings.path={tmp_path / 'openings.parquet'}",
-                                    f"user.chat.model={small_model_dir}", f"assistant.chat.model={small_model_dir}")
-    assert code == 0, stderr[-5000:]
-    assert summary["counts"]["dialogues"] == 6 and summary["counts"]["tokens_out"] > 0
-    frame = read_dialogues(out)
-    check_records(frame)
-    statuses = frame.set_index("id")["status"]
-    assert statuses["too-long"] == "failed:prompt_too_long"
-    generated = frame[frame.id != "too-long"]
-    assert not generated.status.str.startswith(("failed", "invalid")).any(), generated["status"].tolist()
-    assert (generated["turns"].map(len) >= 2).all()
-    assert set(generated["opening"].map(lambda o: o["source"].rsplit("#", 1)[0])) == {str(tmp_path / "openings.parquet")}
-    # Both roles ran on one engine: the log names a single engine start.
-    assert stderr.count("starting vLLM engine") == 1, stderr[-3000:]
-    # Loadable as is by Ray Data and HF datasets.
-    import datasets
-    import ray.data
-
-    try:
-        assert ray.data.read_parquet(str(out / "dialogues")).count() == 6
-    finally:
-        ray.shutdown()  # this test process joined the head only to read; leave no connection behind
-    loaded = datasets.load_dataset("parquet", data_files=str(out / "dialogues" / "*.parquet"), split="train")
-    assert len(loaded) == 6 and loaded[0]["messages"][0] == {"role": "user", "content": loaded[0]["opening"]["text"]}

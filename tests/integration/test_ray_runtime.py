@@ -146,3 +146,13 @@ def test_ray_job_submit_runs_the_generation_job(ray_head, repo_root, model_cache
     # Nothing was rebuilt (the job used this session's model) and the resolved config sits beside the output.
     assert {p: p.stat().st_mtime_ns for p in small_model_dir.rglob("*") if p.is_file()} == model_files
     assert (out / "resolved_config.yaml").is_file()
+    kept = frame[frame.status == "kept"]
+    assert len(kept) and (kept["turns"].map(len) >= 2).all()
+    # Both roles ran on one engine: the actor's log, forwarded into the job's, names a single start.
+    assert logs.count("starting vLLM engine") == 1, logs[-3000:]
+    # Loadable as is by HF datasets, in the ultrachat_200k shape. (This is the suite's dialogue job on
+    # the vLLM engine with the tiny model; test_pipeline runs one on SmolLM2.)
+    import datasets
+
+    loaded = datasets.load_dataset("parquet", data_files=str(out / "dialogues" / "*.parquet"), split="train")
+    assert len(loaded) == 4 and loaded[0]["messages"][0] == {"role": "user", "content": loaded[0]["opening"]["text"]}
