@@ -7,7 +7,7 @@ Run from the repo root on an idle machine::
 
 (a) One local Ray (2 CPUs): ``read_parquet(folder).materialize()`` of a small folder (6 files of 4
     rows, like a stage's per-batch shards), the V1 and V2 readers alternating, ``--rounds`` times each;
-    once on an idle node and once while an actor holds 1.5 of its 2 CPUs (a stage's pool at work).
+    once on an idle node and once while an actor holds 1 of its 2 CPUs (a stage's pool at work).
 (b) The fake-server construct-and-dialogues job of tests/integration/test_construction.py (three
     construction waves, candidates, openings, dialogues; a private local Ray each), run with
     ``ray.parquet_reader=v1`` and ``=v2`` alternately: wall seconds per job.
@@ -50,7 +50,7 @@ def reads(rounds: int, folder: Path) -> dict:
     init_ray(RaySettings(local_num_cpus=2, data_progress=False), "bench-parquet")
     context = ray.data.DataContext.get_current()
 
-    @ray.remote(num_cpus=1.5)
+    @ray.remote(num_cpus=1)
     class Busy:
         def ready(self) -> bool:
             return True
