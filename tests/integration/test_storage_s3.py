@@ -47,7 +47,7 @@ def s3_head(s3, model_cache):
         yield head["address"]
 
 
-def run_local_job(job: str, config: dict, tmp_path: Path, ray_address: str, timeout: int = 900):
+def run_job_on(job: str, config: dict, tmp_path: Path, ray_address: str, timeout: int = 900):
     """``python jobs/<job>.py --config`` against the head at ``ray_address``; asserts it succeeded."""
     path = tmp_path / f"{job}.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -83,8 +83,8 @@ def generated(s3, s3_head, tmp_path_factory):
         stream.write(("\n".join(OPENINGS) + "\n").encode())
     with FakeOpenAIServer() as server:
         config = generate_config(server, f"{s3['uri']}/in/openings.jsonl", f"{s3['uri']}/runs/gen")
-        first, _ = run_local_job("generate", config, tmp, s3_head)
-        again, _ = run_local_job("generate", config, tmp, s3_head)
+        first, _ = run_job_on("generate", config, tmp, s3_head)
+        again, _ = run_job_on("generate", config, tmp, s3_head)
     return {"first": first, "again": again}
 
 
@@ -116,7 +116,7 @@ def test_stats_reads_the_generate_output_on_s3_and_writes_its_report_there(s3, g
     config = {"output_dir": f"{s3['uri']}/runs/stats", "input": {"path": f"{s3['uri']}/runs/gen/dialogues"},
               "tokenizer": str(minilm.get_model_path()), "actors": {"min_actors": 1, "max_actors": 1},
               "topic": {"embedding": {"backend": "local", "max_windows": 1}}}
-    summary, _ = run_local_job("stats", config, tmp_path, s3_head)
+    summary, _ = run_job_on("stats", config, tmp_path, s3_head)
     assert summary["counts"]["report"] == f"{s3['uri']}/runs/stats/report.md"
     files = listing(s3["fs"], "runs/stats")
     assert {"report.md", "stats.json", "resolved_config.yaml", "plots/rounds.png"} <= set(files)
@@ -140,7 +140,7 @@ def trained(s3, generated, s3_head, tiny_model_dir, tmp_path_factory):
     """The train job reading the generate output on s3 and writing checkpoints and export to s3."""
     tmp = tmp_path_factory.mktemp("train-s3")
     config = train_config(f"{s3['uri']}/runs/train", "tiny:tiny", f"{s3['uri']}/runs/gen/dialogues")
-    summary, _ = run_local_job("train", config, tmp, s3_head)
+    summary, _ = run_job_on("train", config, tmp, s3_head)
     return {"summary": summary, "config": config, "tmp": tmp}
 
 
@@ -177,7 +177,7 @@ def test_train_from_s3_checkpoints_and_exports_to_s3(s3, trained, s3_head):
     ids = tokenizer("User: hello", return_tensors="pt").input_ids
     assert model.generate(ids, max_new_tokens=4, do_sample=False).shape[1] > ids.shape[1]
     # A re-run finds this run's export on s3 (its manifest) and trains nothing.
-    rerun, _ = run_local_job("train", trained["config"], trained["tmp"], s3_head)
+    rerun, _ = run_job_on("train", trained["config"], trained["tmp"], s3_head)
     assert rerun["counts"]["already_exported"] is True
 
 
@@ -188,7 +188,7 @@ def test_train_from_a_model_on_s3_into_a_file_uri(s3, trained, s3_head, tmp_path
                                  {"role": "assistant", "content": f"Answer {i}."}]}) + "\n" for i in range(4)))
     out = tmp_path / "out"
     config = train_config(f"file://{out}", trained["summary"]["counts"]["export_dir"], f"file://{tmp_path}/data.jsonl")
-    summary, _ = run_local_job("train", config, tmp_path, s3_head)
+    summary, _ = run_job_on("train", config, tmp_path, s3_head)
     assert summary["counts"]["export_dir"] == f"{out}/export"
     manifest = json.loads((out / "export" / "ultrachat_export.json").read_text())
     assert manifest["model"] == config["model"] and manifest["steps"] == summary["counts"]["total_steps"] == 2
@@ -202,7 +202,7 @@ def test_generate_with_file_uris(ray_head, tmp_path):
     (tmp_path / "in" / "openings.jsonl").write_text("\n".join(OPENINGS[:3]) + "\n")
     out = tmp_path / "out"
     with FakeOpenAIServer() as server:
-        summary, _ = run_local_job("generate", generate_config(server, f"file://{tmp_path}/in", f"file://{out}"),
+        summary, _ = run_job_on("generate", generate_config(server, f"file://{tmp_path}/in", f"file://{out}"),
                                    tmp_path, ray_head["address"])
     assert summary["counts"]["dialogues"] == 3 and summary["counts"]["dialogues_dir"] == f"file://{out}/dialogues"
     assert (out / "resolved_config.yaml").is_file()

@@ -2,9 +2,9 @@
 
 Batch sizes satisfy DeepSpeed's rule train_batch_size = micro x accumulation x world size, with the
 global batch stated once in our config. Schedule: DeepSpeed's WarmupCosineLR (linear warmup over
-``warmup_ratio`` of the steps, no step at lr 0, cosine decay to 0), the UltraLLaMA recipe's shape. On CPU the optimizer
-is torch's AdamW (``torch_adam``), which needs no compiled op; with optimizer offload DeepSpeed uses
-its CPU Adam, which it builds on first use (cache TORCH_EXTENSIONS_DIR).
+``warmup_ratio`` of the steps, no step at lr 0, cosine decay to 0), the UltraLLaMA recipe's shape.
+On CPU the optimizer is torch's AdamW (``torch_adam``), which needs no compiled op; with optimizer
+offload DeepSpeed uses its CPU Adam, which it builds on first use (cache TORCH_EXTENSIONS_DIR).
 """
 
 from __future__ import annotations
