@@ -6,6 +6,7 @@ Run from the repo root (the full run is heavy: run it on an idle machine)::
     .venv/bin/python bench/generation.py --quick              # smoke run: tiny sizes, ~2-4 min
     .venv/bin/python bench/generation.py --part a --latency 0.5 --concurrency 64 --dialogues 1280
     .venv/bin/python bench/generation.py --part b --dialogues-vllm 48,96,192 --out b.json --keep
+    .venv/bin/python bench/generation.py --part b --dialogues-vllm 48,96,192 --cpu-layout isolated --repeats 2
 
 It prints a Markdown table (stdout; logs go to stderr) and writes every number to ``--out`` (JSON).
 
@@ -45,6 +46,8 @@ It prints a Markdown table (stdout; logs go to stderr) and writes every number t
     processes, which on 2 cores preempt the model's compute; ``isolated`` gives vLLM's OpenMP threads
     the last core alone and runs everything else (driver, Ray, the actor, vLLM's engine-core process,
     the raw client) on the others, as on a GPU node, where the compute has hardware of its own.
+    ``--repeats K`` runs each N's pipeline and raw replay K times in turn; the table adds each N's
+    mean ratio (one pair's ratio moves by several percent from run to run on a small machine).
 
 Everything runs on 127.0.0.1 with a private local Ray started by the job itself (RAY_ADDRESS is
 removed from the job's environment). Temp dirs are removed at the end unless --keep.
@@ -481,9 +484,9 @@ def read_trace(path: Path, records: list[dict], seed: int) -> list[list[dict]]:
     return [[by_dialogue[i][t] for t in sorted(by_dialogue[i])] for _, i in order]
 
 
-def pipeline_job(args, work: Path, n: int, layout: str) -> dict:
+def pipeline_job(args, work: Path, n: int, layout: str, repeat: int) -> dict:
     """Run the generate job with ``n`` dialogues in flight on one actor; return its trace and stats."""
-    tag = f"{layout}_b{n}"
+    tag = f"{layout}_b{n}_r{repeat}"
     per_batch = min(args.vllm_dialogues_per_batch, n)
     if n % per_batch:
         raise SystemExit(f"--dialogues-vllm {n} must be a multiple of --vllm-dialogues-per-batch {per_batch}")
@@ -529,7 +532,7 @@ def pipeline_job(args, work: Path, n: int, layout: str) -> dict:
                 layout, n, side["steady_output_tps"], side["steady_window_s"], side["steady_dialogues_in_flight"],
                 side["tail_s"])
     return {
-        "dialogues_in_flight": n, "dialogues": total, "statuses": stats["statuses"],
+        "dialogues_in_flight": n, "repeat": repeat, "dialogues": total, "statuses": stats["statuses"],
         "layout": f"1 actor x {in_flight} batches in flight x {per_batch} dialogues per batch",
         "requests": len(requests), "prompt_tokens": sum(len(t["prompt_token_ids"]) for t in requests),
         "completion_tokens": sum(t["completion_tokens"] for t in requests), "job_wall_s": job["wall_s"],
@@ -571,13 +574,16 @@ def part_b_layout(args, work: Path, model_dir: str, layout: str) -> dict:
     # Each N's raw replay runs right after its pipeline run (its own engine start, outside the windows):
     # the machine's speed drifts by several percent over the tens of minutes a whole layout takes, so
     # the two sides of a ratio are measured minutes apart, not half an hour.
+    # With --repeats K the two sides alternate K times per N (pipeline, raw, pipeline, raw, ...): one
+    # pair's ratio moves by about +-10% here, so a size's verdict rests on the mean of K ratios.
     runs, replays, startups = [], [], []
     with CpuShare() as cpu:
         for n in args.dialogues_vllm:
-            runs.append(pipeline_job(args, work, n, layout))
-            raw = raw_vllm(args, work, model_dir, [runs[-1].pop("replay")], f"{layout}_b{n}")
-            replays += raw["runs"]
-            startups.append(raw["engine_startup_s"])
+            for repeat in range(args.repeats):
+                runs.append(pipeline_job(args, work, n, layout, repeat))
+                raw = raw_vllm(args, work, model_dir, [runs[-1].pop("replay")], f"{layout}_b{n}_r{repeat}")
+                replays += raw["runs"]
+                startups.append(raw["engine_startup_s"])
     for run, replayed in zip(runs, replays):
         n = run["dialogues_in_flight"]
         requests = [{**r, "engine_start": r["submitted"]} for r in replayed["requests"]]
@@ -590,7 +596,18 @@ def part_b_layout(args, work: Path, model_dir: str, layout: str) -> dict:
             run[side]["cpu"] = cpu.share(run[side]["steady_start"], run[side]["steady_end"])
         logger.info("(b) %s N=%d raw: steady %.1f output tokens/s; ratio %.3f (whole run %.3f)", layout, n,
                     run["raw"]["steady_output_tps"], run["ratio"], run["whole_run_ratio"])
-    return {"layout": layout, "raw_engine_startup_s": startups, "runs": runs}
+    return {"layout": layout, "raw_engine_startup_s": startups, "runs": runs, "per_size": per_size(runs)}
+
+
+def per_size(runs: list[dict]) -> list[dict]:
+    """Each N's ratios over its alternating repeats: mean, lowest and highest."""
+    sizes = list(dict.fromkeys(run["dialogues_in_flight"] for run in runs))
+    summary = []
+    for n in sizes:
+        ratios = [run["ratio"] for run in runs if run["dialogues_in_flight"] == n]
+        summary.append({"dialogues_in_flight": n, "ratios": ratios, "mean_ratio": sum(ratios) / len(ratios),
+                        "min_ratio": min(ratios), "max_ratio": max(ratios)})
+    return summary
 
 
 def part_b(args, work: Path) -> dict:
@@ -658,6 +675,12 @@ def markdown(results: dict) -> str:
                 f"{p['mean_gap_between_turns_ms']:.1f} ms per turn; prefix-cache hits "
                 f"{100 * p['cached_fraction']:.0f}% / {100 * r['cached_fraction']:.0f}% of prompt tokens.")
             notes.append(cpu_note(p.get("cpu"), r.get("cpu")))
+        for size in part["per_size"]:
+            if len(size["ratios"]) > 1:
+                rows.append(f"| (b) {layout} cores, N={size['dialogues_in_flight']}: mean of "
+                            f"{len(size['ratios'])} alternating pairs (lowest-highest "
+                            f"{size['min_ratio']:.3f}-{size['max_ratio']:.3f}) | | | {size['mean_ratio']:.3f} | "
+                            f">= {b['goal']} | {mark(size['mean_ratio'], b['goal'])} |")
     if b:
         notes.append("- (b) raw vLLM replays the pipeline's own requests (its prompt token ids, sampling and seeds; "
                      "max_tokens = the turn's output length, ignore_eos) with N dialogues in flight, each "
@@ -704,6 +727,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cpu-layout", type=_layouts, default=["shared", "isolated"],
                         help="(b) shared (vLLM's threads on every core, beside everything else), isolated (vLLM's "
                              "threads alone on the last core, the rest on the others), or both: shared,isolated")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="(b) pipeline/raw pairs per N, alternating; the table adds each N's mean ratio")
     parser.add_argument("--rounds", type=int, default=3, help="fixed rounds per dialogue (2R-1 requests)")
     parser.add_argument("--model", default="tiny:small",
                         help="(b) model reference, e.g. local:smollm2-135m-instruct (real words, 135M)")
