@@ -81,6 +81,9 @@ def test_models_lists_every_model(client):
 
 
 def test_requests_are_routed_by_model(client):
+    # The train job's export generates text on vLLM (its transformers load: test_training).
+    greedy = client.chat.completions.create(model=EXPORT_MODEL, messages=MESSAGES, max_tokens=24, temperature=0)
+    assert greedy.choices[0].message.content.strip() and greedy.usage.completion_tokens >= 4
     for name in (EXPORT_MODEL, BASE_MODEL):
         reply = client.chat.completions.create(model=name, messages=MESSAGES, max_tokens=4)
         assert reply.model == name and reply.choices[0].message.content is not None
