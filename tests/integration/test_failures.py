@@ -55,8 +55,10 @@ def test_an_actor_that_cannot_come_back_fails_the_job_cleanly(ray_address, tmp_p
 def test_a_dead_vllm_engine_is_replaced_by_a_restarted_actor(ray_address, small_model_dir, tmp_path):
     out = tmp_path / "out"
     process = start_job(REPO / "configs" / "generate" / "local.yaml", f"output_dir={out}", "stages=[dialogues]",
-                        f"openings.path={SAMPLE}", "openings.limit=8", "actors.dialogues_per_batch=2",
-                        # one batch at a time: after the first shard, later batches still need the engine
+                        # One dialogue at a time, so the first shard comes after one dialogue and 11 still
+                        # need the engine (with 8 in batches of 2, a fast machine could finish the rest
+                        # before the kill: the engine was already shutting down).
+                        f"openings.path={SAMPLE}", "openings.limit=12", "actors.dialogues_per_batch=1",
                         "actors.batches_in_flight=1",
                         f"user.chat.model={small_model_dir}", f"assistant.chat.model={small_model_dir}")
     wait_for(lambda: list((out / "dialogues").glob("_parts/part-*.parquet")), process, "a first shard")
@@ -66,7 +68,7 @@ def test_a_dead_vllm_engine_is_replaced_by_a_restarted_actor(ray_address, small_
     code, summary, stderr = finish(process)
     assert code == 0, stderr[-5000:]
     frame = read_dialogues(out)
-    assert len(frame) == 8 and frame["id"].is_unique
+    assert len(frame) == 12 and frame["id"].is_unique
     assert not frame["status"].str.startswith("failed").any(), frame["status"].tolist()
     assert "the vLLM engine died" in stderr and stderr.count("starting vLLM engine") >= 2
 

@@ -25,8 +25,8 @@ def test_own_template_marks_assistant_turns_and_the_model_answers(smollm2_model_
     masked = tokenizer.decode([t for t, m in zip(out["input_ids"], out["assistant_masks"]) if m])
     assert masked == "Hello!<|im_end|>"
     model = AutoModelForCausalLM.from_pretrained(smollm2_model_dir)
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of Japan?"}],
                                            add_generation_prompt=True, return_tensors="pt", return_dict=True)
     with torch.no_grad():
         reply = model.generate(**prompt, max_new_tokens=20, do_sample=False)
-    assert "Paris" in tokenizer.decode(reply[0][prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert "Tokyo" in tokenizer.decode(reply[0][prompt["input_ids"].shape[1]:], skip_special_tokens=True)
