@@ -738,6 +738,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke run: C=8, 2 x C dialogues, N=8")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs, outputs)")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats {args.repeats}: give 1 or more pipeline/raw pairs per N")
     quick = {"concurrency": 8, "batches_in_flight": 2, "dialogues_vllm": [8]}
     full = {"concurrency": 64, "batches_in_flight": 8, "dialogues_vllm": [48]}
     for key, value in (quick if args.quick else full).items():
